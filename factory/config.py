@@ -1,0 +1,181 @@
+"""Typed, validated generation configs loaded from YAML, with ``key.path=value`` overrides.
+
+A config file looks like::
+
+    kind: blobs          # simulator kind (factory.simulators.KINDS)
+    seed: 0              # sample i depends on (seed, i) only
+    samples: 64          # number of samples in the store
+    chunk: 8             # samples per chunk = per generation block (one Ray task)
+    simulator: {...}     # validated by the kind's own pydantic model
+
+Presets live in ``configs/<kind>/<size>.yaml`` with sizes ``paper``, ``small`` and ``tiny``;
+``load_config("blobs/tiny")`` finds them.  Every problem becomes a one-line
+:class:`~factory.errors.ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .simulators import SimulatorConfig, simulator_class
+
+SIZES = ("paper", "small", "tiny")
+
+
+def configs_dir() -> Path:
+    """The folder holding the presets: the repository's ``configs/`` or the installed copy."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "configs", here / "_configs"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError("cannot find the configs/ folder of presets (broken installation?)")
+
+
+class GenerateConfig(BaseModel):
+    """The resolved configuration of one generated dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    name: str = ""
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    samples: int = Field(ge=1, le=10**9)
+    chunk: int = Field(8, ge=1, le=10**6)
+    simulator: SimulatorConfig
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain JSON-able dict with every default filled in (what the store records)."""
+        data = self.model_dump(mode="json", exclude={"simulator"})
+        data["simulator"] = self.simulator.model_dump(mode="json")
+        return data
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the resolved config (name and description excluded)."""
+        data = self.resolved()
+        data.pop("name", None)
+        data.pop("description", None)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _format_validation(exc: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}")
+        elif err["type"] == "missing":
+            parts.append(f"missing key {loc!r}")
+        else:
+            parts.append(f"{loc} = {err.get('input')!r}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=3`` -> (['a', 'b'], 3); the value is parsed as YAML (numbers, lists, bools)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    path = [k for k in key.strip().split(".")]
+    if not all(path):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.problem})") from None
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides to a nested dict (a new dict is returned)."""
+    data = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for key in path[:-1]:
+            if not isinstance(node.get(key, {}), dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a section")
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return data
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A file path, or a preset name like ``blobs/tiny`` (``configs/blobs/tiny.yaml``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    preset = configs_dir() / f"{spec}.yaml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(
+        f"config {str(spec)!r} is neither a file nor a preset; presets: {', '.join(list_presets())}"
+    )
+
+
+def list_presets() -> list[str]:
+    root = configs_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob("*/*.yaml"))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} malformed YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> GenerateConfig:
+    """Validate a plain dict (e.g. read back from a store) into a GenerateConfig."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config must be a mapping")
+    kind = data.get("kind")
+    if not isinstance(kind, str):
+        raise ConfigError(f"{source}: missing or non-string key 'kind'")
+    try:
+        sim_cls = simulator_class(kind)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    sim_raw = data.get("simulator", {})
+    if not isinstance(sim_raw, dict):
+        raise ConfigError(f"{source}: 'simulator' must be a mapping")
+    try:
+        sim_cfg = sim_cls.config_model.model_validate(sim_raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_format_validation(exc, 'simulator')}") from None
+    try:
+        return GenerateConfig.model_validate({**data, "simulator": sim_cfg})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_format_validation(exc)}") from None
+
+
+def load_config(
+    spec: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    samples: int | None = None,
+    seed: int | None = None,
+) -> GenerateConfig:
+    """Load a preset or YAML file, apply overrides, validate; ConfigError on any problem."""
+    path = resolve_config_path(spec)
+    data = apply_overrides(read_yaml(path), overrides or [])
+    if samples is not None:
+        data["samples"] = samples
+    if seed is not None:
+        data["seed"] = seed
+    return config_from_dict(data, source=str(spec))
