@@ -149,13 +149,14 @@ def plot(
 @user_errors
 def quickstart(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for stores, figures and report.md")] = Path("quickstart-out"),
+    size: Annotated[str, typer.Option(help="preset size: small (default), tiny (seconds) or paper")] = "small",
     workers: Annotated[Optional[int], typer.Option(min=1, help="parallel blocks (default: all CPUs)")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ):
     """Run the whole chain small on local Ray and write a report with figures."""
     from .quickstart import run_quickstart
 
-    report = run_quickstart(out, workers=workers, progress=progress)
+    report = run_quickstart(out, size=size, workers=workers, progress=progress)
     typer.echo(f"report: {report}")
 
 

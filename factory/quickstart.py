@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .config import load_config
+from .config import SIZES, load_config
+from .errors import ConfigError
 from .engine import generate
 from .plots import plot_param_hist, plot_samples
 from .store import DatasetStore
@@ -21,6 +22,7 @@ from .store import DatasetStore
 @dataclass
 class Context:
     out: Path
+    size: str
     workers: int | None
     progress: bool
     stores: dict[str, Path] = field(default_factory=dict)
@@ -36,12 +38,12 @@ def _generate(ctx: Context, name: str, preset: str, overrides: list[str] | None 
 
 
 def stage_blobs(ctx: Context) -> str:
-    cfg, rep, store = _generate(ctx, "blobs", "blobs/small")
+    cfg, rep, store = _generate(ctx, "blobs", f"blobs/{ctx.size}")
     fig = plot_samples(store, ctx.out / "blobs-samples.png", n=8, labels=["amp0", "x0", "y0"])
     hist = plot_param_hist(store, ctx.out / "blobs-params.png")
     return (
         "## Generation engine (analytic Gaussian blobs)\n\n"
-        f"`factory generate blobs/small --out {store.path.name}`: {rep.done}/{rep.samples} samples in "
+        f"`factory generate blobs/{ctx.size} --out {store.path.name}`: {rep.done}/{rep.samples} samples in "
         f"{rep.blocks_total} blocks, {rep.wall_s:.1f} s ({rep.samples_per_s:.0f} samples/s) on {rep.where}; "
         f"config hash `{cfg.hash[:12]}`.\n\n"
         f"![samples]({fig.name})\n\n![labels]({hist.name})\n"
@@ -53,11 +55,15 @@ STAGES: list[tuple[str, Callable[[Context], str]]] = [
 ]
 
 
-def run_quickstart(out: str | Path, *, workers: int | None = None, progress: bool = True) -> Path:
-    """Run every stage and write ``out/report.md``; returns the report's path."""
+def run_quickstart(
+    out: str | Path, *, size: str = "small", workers: int | None = None, progress: bool = True
+) -> Path:
+    """Run every stage on the ``size`` presets and write ``out/report.md``; returns its path."""
+    if size not in SIZES:
+        raise ConfigError(f"quickstart size {size!r}: choose one of {', '.join(SIZES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(out=out, workers=workers, progress=progress)
+    ctx = Context(out=out, size=size, workers=workers, progress=progress)
     sections = []
     t_all = time.perf_counter()
     for name, stage in STAGES:

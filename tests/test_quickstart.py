@@ -1,0 +1,23 @@
+"""`factory quickstart` runs the whole chain (tiny presets here) and writes a report with figures."""
+
+import re
+
+from tests.conftest import error_line, run_cli
+
+
+def test_quickstart_tiny_writes_report_with_figures(tmp_path):
+    out = tmp_path / "qs"
+    proc = run_cli("quickstart", "--out", str(out), "--size", "tiny", "--no-progress", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert figures, report
+    for name in figures:
+        png = out / name
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert "## Stage timings" in report
+
+
+def test_quickstart_refuses_unknown_size(tmp_path):
+    proc = run_cli("quickstart", "--out", str(tmp_path), "--size", "huge")
+    assert proc.returncode == 2 and "quickstart size 'huge'" in error_line(proc)
