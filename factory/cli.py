@@ -160,7 +160,14 @@ def quickstart(
     typer.echo(f"report: {report}")
 
 
+def _mount_subcommands() -> None:
+    from .processing.cli import app as process_app
+
+    app.add_typer(process_app, name="process")
+
+
 def main() -> None:
+    _mount_subcommands()
     app()
 
 

@@ -1,0 +1,7 @@
+"""Post-processing of dataset stores with Dask: focal-volume averaging, irregular-grid
+interpolation, network-ready preprocessing, augmentation and splits.
+
+The math lives in small pure modules (``focal``, ``interpolate``, ``preprocess``,
+``augment``, ``splits``) that a notebook or the streaming predictor can call on plain
+arrays; ``runner`` and ``steps`` turn them into resumable Dask graphs over Zarr stores.
+"""

@@ -1,0 +1,123 @@
+"""Network-ready preprocessing of single images, described by plain JSON-able dicts.
+
+The description is stored in the processed store (``meta["preprocessing"]``) and copied into
+trained models, so the streaming predictor applies exactly the same function to new
+detector frames: ``apply(description, image, coords)``.
+
+- ``pmd2d`` (seed 000 Sec. II A): W = log10(P / max P) clipped at ``log_floor`` (-5); the
+  momentum window where W > -5, either one symmetric window for the whole set (default: the
+  momentum scale stays the same for every image) or the bounding box of each image (the
+  paper's per-image crop); bicubic (cubic-spline) resampling to ``out_shape`` = (128, 256)
+  with kx, the polarisation axis, along the 256 columns; scaled to 0..255.
+- ``pmd1d``: dP/dkx = sum_ky P dky inside the window, on ``n`` = 256 points, divided by its max.
+- ``scatter`` (seed 003): log10(I / max I) clipped at ``log_floor`` decades, scaled to 0..1,
+  at ``out_shape`` = (128, 128) (resampled only when the detector differs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import map_coordinates
+
+NAMES = ("pmd2d", "pmd1d", "scatter")
+
+
+def _log_relative(image: np.ndarray, floor: float, is_log: bool = False) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float64)
+    if is_log:
+        w = image - image.max()
+    else:
+        peak = image.max()
+        if not peak > 0:
+            raise ValueError("image has no positive value; cannot take log10(P / max P)")
+        with np.errstate(divide="ignore"):
+            w = np.log10(np.maximum(image, 0.0) / peak)
+    return np.maximum(w, floor)
+
+
+def _uniform_index(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Fractional indices of ``values`` on a uniform ``axis``."""
+    return (values - axis[0]) / (axis[1] - axis[0])
+
+
+def _resample(img: np.ndarray, y: np.ndarray, x: np.ndarray, ny: np.ndarray, nx: np.ndarray) -> np.ndarray:
+    yy, xx = np.meshgrid(_uniform_index(y, ny), _uniform_index(x, nx), indexing="ij")
+    return map_coordinates(img, [yy, xx], order=3, mode="nearest")
+
+
+def signal_window(image: np.ndarray, ky: np.ndarray, kx: np.ndarray, floor: float) -> list[float]:
+    """[ky0, ky1, kx0, kx1]: bounding box of log10(P / max P) > floor."""
+    w = _log_relative(image, floor)
+    rows = np.flatnonzero((w > floor).any(axis=1))
+    cols = np.flatnonzero((w > floor).any(axis=0))
+    return [float(ky[rows[0]]), float(ky[rows[-1]]), float(kx[cols[0]]), float(kx[cols[-1]])]
+
+
+def pmd2d_description(window: str = "global", kmax: tuple[float, float] | None = None,
+                      log_floor: float = -5.0, out_shape: tuple[int, int] = (128, 256)) -> dict[str, Any]:
+    if window not in ("global", "per-image"):
+        raise ValueError(f"window {window!r}: choose 'global' or 'per-image'")
+    desc = {"name": "pmd2d", "log_floor": log_floor, "window": window, "out_shape": list(out_shape),
+            "resample": "cubic spline (scipy.ndimage.map_coordinates, order 3)", "scale": [0.0, 255.0],
+            "dims": ["ky", "kx"]}
+    if window == "global":
+        if kmax is None:
+            raise ValueError("a global window needs kmax = (ky_max, kx_max)")
+        desc["ky_range"] = [-float(kmax[0]), float(kmax[0])]
+        desc["kx_range"] = [-float(kmax[1]), float(kmax[1])]
+    return desc
+
+
+def output_coords(desc: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The momentum axes of the network input when they are the same for every image."""
+    if desc["name"] == "pmd2d" and desc["window"] == "global":
+        h, w = desc["out_shape"]
+        return {"ky": np.linspace(*desc["ky_range"], h), "kx": np.linspace(*desc["kx_range"], w)}
+    if desc["name"] == "pmd1d":
+        return {"kx": np.linspace(*desc["kx_range"], desc["n"])}
+    return None
+
+
+def apply(desc: dict[str, Any], image: np.ndarray, coords: dict[str, np.ndarray]) -> np.ndarray:
+    """Preprocess one raw image (H, W) with axes ``coords`` as ``desc`` says; float32 out."""
+    name = desc.get("name")
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D image, got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise ValueError("image holds NaN/Inf")
+    if name == "pmd2d":
+        ky, kx = coords["ky"], coords["kx"]
+        floor = desc["log_floor"]
+        w = _log_relative(image, floor)
+        if desc["window"] == "global":
+            y0, y1 = desc["ky_range"]
+            x0, x1 = desc["kx_range"]
+        else:
+            y0, y1, x0, x1 = signal_window(image, ky, kx, floor)
+        h, wd = desc["out_shape"]
+        out = _resample(w, ky, kx, np.linspace(y0, y1, h), np.linspace(x0, x1, wd))
+        lo, hi = desc["scale"]
+        return np.clip((out - floor) / -floor * (hi - lo) + lo, lo, hi).astype(np.float32)
+    if name == "pmd1d":
+        ky, kx = coords["ky"], coords["kx"]
+        dp = np.asarray(image, dtype=np.float64).sum(axis=0) * abs(ky[1] - ky[0])
+        out = np.interp(np.linspace(*desc["kx_range"], desc["n"]), kx, dp)
+        peak = out.max()
+        return (out / peak if peak > 0 else out).astype(np.float32)
+    if name == "scatter":
+        floor = desc["log_floor"]
+        w = _log_relative(image, floor, is_log=desc.get("input") == "log10")
+        h, wd = desc["out_shape"]
+        if w.shape != (h, wd):
+            y = np.arange(w.shape[0], dtype=float)
+            x = np.arange(w.shape[1], dtype=float)
+            w = _resample(w, y, x, np.linspace(0, y[-1], h), np.linspace(0, x[-1], wd))
+        return np.clip((w - floor) / -floor, 0.0, 1.0).astype(np.float32)
+    raise ValueError(f"unknown preprocessing {name!r}; known: {', '.join(NAMES)}")
+
+
+def apply_batch(desc: dict[str, Any], images: np.ndarray, coords: dict[str, np.ndarray]) -> np.ndarray:
+    return np.stack([apply(desc, im, coords) for im in images])

@@ -1,0 +1,31 @@
+"""Train / validation / test splits by seed; held-out test samples are computed, never interpolated."""
+
+from __future__ import annotations
+
+import numpy as np
+
+TRAIN, VALIDATION, TEST = 0, 1, 2
+SPLIT_NAMES = {TRAIN: "train", VALIDATION: "validation", TEST: "test"}
+
+
+def assign_splits(
+    n: int, fractions: tuple[float, float, float], seed: int, computed: np.ndarray | None = None
+) -> np.ndarray:
+    """int8 split code per sample from a seeded permutation.
+
+    ``computed`` (bool, per sample) marks samples that were simulated rather than
+    interpolated; only those may enter the test split, and the test fraction is taken of them.
+    """
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.shape != (3,) or np.any(f < 0) or abs(f.sum() - 1.0) > 1e-9:
+        raise ValueError(f"split fractions {list(fractions)} must be three numbers >= 0 summing to 1")
+    computed = np.ones(n, dtype=bool) if computed is None else np.asarray(computed, dtype=bool)
+    rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(0x5B117,)))
+    split = np.full(n, TRAIN, dtype=np.int8)
+    cand = rng.permutation(np.flatnonzero(computed))
+    n_test = int(round(f[2] * len(cand)))
+    split[cand[:n_test]] = TEST
+    rest = rng.permutation(np.flatnonzero(split != TEST))
+    n_val = int(round(f[1] / max(f[0] + f[1], 1e-12) * len(rest))) if f[0] + f[1] > 0 else 0
+    split[rest[:n_val]] = VALIDATION
+    return split

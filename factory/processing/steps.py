@@ -1,0 +1,412 @@
+"""The processing steps: each reads one or more stores and writes a new store with lineage.
+
+Every step is a library function (a notebook can call it) that builds its output store and a
+block function, then hands them to :func:`runner.run_blocks`.  Block functions are
+module-level callables (picklable, for dask.distributed) that read only what their chunk
+needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ..errors import StoreError
+from ..simulators import Coord, rng_for
+from ..store import DatasetStore, lineage_entry
+from . import augment as aug
+from . import focal, interpolate, preprocess
+from .runner import StepReport, open_or_create, run_blocks
+from .splits import SPLIT_NAMES, assign_splits
+
+
+# -- sources ---------------------------------------------------------------------------
+class Sources:
+    """One or more stores that must agree (kind, image axes, labels), read as one stack."""
+
+    def __init__(self, paths: list[str | Path]):
+        if not paths:
+            raise StoreError("no source store given")
+        self.stores = [DatasetStore.open(p) for p in paths]
+        first = self.stores[0]
+        for st in self.stores:
+            if not st.done_mask().all():
+                raise StoreError(
+                    f"{st.path}: {int((~st.done_mask()).sum())} samples not done; "
+                    "finish it first (factory generate ... --resume)"
+                )
+        for st in self.stores[1:]:
+            problems = []
+            if st.kind != first.kind:
+                problems.append(f"kind {st.kind!r} != {first.kind!r}")
+            if st.meta["image_dims"] != first.meta["image_dims"] or st.images.shape[1:] != first.images.shape[1:]:
+                problems.append(f"image axes {st.meta['image_dims']}{st.images.shape[1:]} != "
+                                f"{first.meta['image_dims']}{first.images.shape[1:]}")
+            else:
+                for name, v in st.coords().items():
+                    if not np.allclose(v, first.coords()[name], rtol=1e-9, atol=0):
+                        problems.append(f"different {name} grid")
+            if set(st.param_names) != set(first.param_names):
+                problems.append(f"labels {st.param_names} != {first.param_names}")
+            if problems:
+                raise StoreError(f"{st.path} does not match {first.path}: {'; '.join(problems)}")
+        self.offsets = np.cumsum([0] + [st.n_samples for st in self.stores])
+        self.paths = [str(st.path) for st in self.stores]
+
+    @property
+    def first(self) -> DatasetStore:
+        return self.stores[0]
+
+    @property
+    def n(self) -> int:
+        return int(self.offsets[-1])
+
+    def params(self) -> dict[str, np.ndarray]:
+        names = self.first.param_names
+        return {k: np.concatenate([st.params([k])[k] for st in self.stores]) for k in names}
+
+    def coords(self) -> tuple[Coord, ...]:
+        g = self.first.group
+        return tuple(
+            Coord(d, g[d][:], g[d].attrs.get("units", ""), g[d].attrs.get("long_name", ""))
+            for d in self.first.meta["image_dims"][1:]
+        )
+
+    def lineage(self) -> list[dict[str, Any]]:
+        return [{**lineage_entry(st), "lineage": st.meta.get("lineage", [])} for st in self.stores]
+
+    def hashes(self) -> list[str]:
+        return [st.config_hash for st in self.stores]
+
+    def dask_images(self) -> da.Array:
+        return da.concatenate([da.from_zarr(st.images) for st in self.stores])
+
+
+def read_images(paths: list[str], offsets: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Images at global sample indices (sorted reads, one orthogonal selection per source)."""
+    index = np.asarray(index)
+    out = None
+    for k, path in enumerate(paths):
+        sel = (index >= offsets[k]) & (index < offsets[k + 1])
+        if not sel.any():
+            continue
+        arr = DatasetStore.open(path).images
+        local = index[sel] - offsets[k]
+        order = np.argsort(local)
+        block = arr.get_orthogonal_selection((local[order],))
+        if out is None:
+            out = np.empty((len(index), *arr.shape[1:]), dtype=arr.dtype)
+        tmp = np.empty_like(block)
+        tmp[order] = block
+        out[np.flatnonzero(sel)] = tmp
+    return out
+
+
+def _create(out, h, *, kind, n, chunk, coords, params, diags, config, lineage, extra, overwrite):
+    return DatasetStore.create(
+        out, kind=kind, n_samples=n, chunk=chunk, coords=coords, param_names=params,
+        diagnostic_names=diags, config=config, config_hash=h, lineage=lineage,
+        extra_attrs=extra, overwrite=overwrite,
+    )
+
+
+# -- focal-volume averaging ------------------------------------------------------------
+@dataclass(frozen=True)
+class FocalBlock:
+    path: str
+    ladder: int
+    method: str
+    keep: tuple[str, ...]
+
+    def __call__(self, start: int, stop: int):
+        src = DatasetStore.open(self.path)
+        n = self.ladder
+        imgs = src.images[start * n: stop * n].astype(np.float64)
+        imgs = imgs.reshape(stop - start, n, *imgs.shape[1:])
+        p = {k: v[start * n: stop * n].reshape(stop - start, n) for k, v in src.params().items()}
+        out = np.empty((stop - start, *imgs.shape[2:]))
+        tails = np.empty(stop - start)
+        for g in range(stop - start):
+            x = p["intensity"][g] / p["I0"][g]
+            out[g] = focal.focal_average(imgs[g], x, self.method)
+            tails[g] = focal.tail_fraction(imgs[g], x, self.method)
+        labels = {k: p[k][:, 0] for k in self.keep}
+        return out.astype(np.float32), labels, {"tail_fraction": tails}
+
+
+def focal_average_store(source: str | Path, out: str | Path, *, method: str = "product", chunk: int | None = None,
+                        overwrite: bool = False, **run) -> StepReport:
+    """Focal-volume average every intensity ladder of a TDSE store (eqs. 5-6)."""
+    src = Sources([source])
+    st = src.first
+    ladder = int(st.meta.get("simulator", {}).get("ladder", 0) or 0)
+    need = {"intensity", "I0", "ladder_index"}
+    if ladder < 2 or not need <= set(st.param_names):
+        raise StoreError(
+            f"{st.path} has no intensity ladder (need ladder >= 2 and labels {sorted(need)}); "
+            "generate it with --set simulator.sampling.ladder=10"
+        )
+    if st.n_samples % ladder:
+        raise StoreError(f"{st.path}: {st.n_samples} samples are not whole ladders of {ladder}")
+    p = st.params()
+    groups = st.n_samples // ladder
+    k = p["ladder_index"].reshape(groups, ladder)
+    i0 = p["I0"].reshape(groups, ladder)
+    keep = tuple(n for n in st.param_names if n not in ("intensity", "ladder_index"))
+    if not (k == np.arange(ladder)).all() or not np.allclose(i0, i0[:, :1], rtol=1e-12):
+        raise StoreError(f"{st.path}: samples are not grouped in complete ladders of {ladder}")
+    for name in keep:
+        v = p[name].reshape(groups, ladder)
+        if not np.allclose(v, v[:, :1], rtol=1e-12):
+            raise StoreError(f"{st.path}: label {name!r} varies inside a ladder; not a focal-averaging set")
+    x = (p["intensity"] / p["I0"]).reshape(groups, ladder)
+    focal.quadrature_weights(x[0], method)  # validates the ladder and the method
+    config = {"step": "focal-average", "sources": src.hashes(), "method": method, "ladder": ladder}
+    chunk = chunk or max(1, st.chunk // ladder) or 1
+    store = open_or_create(out, config, lambda h: _create(
+        out, h, kind=st.kind, n=groups, chunk=chunk, coords=src.coords(), params=list(keep),
+        diags=["tail_fraction"], config=config, lineage=src.lineage(),
+        extra={"step": "focal-average", "simulator": st.meta.get("simulator", {}),
+               "focal_average": {"method": method, "ladder": ladder, "lower_limit": "lowest ladder intensity"}},
+        overwrite=overwrite), overwrite)
+    return run_blocks(store, FocalBlock(str(st.path), ladder, method, keep), "focal-average", **run)
+
+
+# -- irregular-grid interpolation ------------------------------------------------------
+@dataclass(frozen=True)
+class InterpBlock:
+    paths: tuple[str, ...]
+    offsets: np.ndarray
+    weights: interpolate.InterpolationWeights
+    labels: dict[str, np.ndarray]
+
+    def __call__(self, start: int, stop: int):
+        rows = slice(start, stop)
+        need = self.weights.sources_for(rows)
+        imgs = read_images(list(self.paths), self.offsets, need)
+        lookup = np.full(self.offsets[-1], -1)
+        lookup[need] = np.arange(len(need))
+        idx = self.weights.index[rows]
+        w = self.weights.weights[rows]
+        local = np.where(w != 0, lookup[idx], 0)
+        out = np.einsum("mk,mk...->m...", w, imgs.astype(np.float64)[local])
+        return out.astype(np.float32), {k: v[rows] for k, v in self.labels.items()}, {}
+
+
+def interpolate_store(sources: list[str | Path], out: str | Path, *, axes: list[str], samples: int | None = None,
+                      targets: np.ndarray | None = None, method: str = "linear", outside: str = "refuse",
+                      seed: int = 0, chunk: int = 16, overwrite: bool = False, **run) -> StepReport:
+    """New samples at ``targets`` (or ``samples`` random points inside the hull) from computed ones."""
+    src = Sources(list(sources))
+    p = src.params()
+    missing = [a for a in axes if a not in p]
+    if missing:
+        raise StoreError(f"interpolation axes {missing} are not labels of {src.first.path} ({src.first.param_names})")
+    if "interpolated" in p and p["interpolated"].any():
+        raise StoreError(f"{src.first.path} holds interpolated samples; interpolate from computed samples only")
+    points = np.column_stack([p[a] for a in axes])
+    if targets is None:
+        if not samples:
+            raise StoreError("give the number of samples to interpolate or the target points")
+        targets = interpolate.sample_inside_hull(points, samples, rng_for(seed, 0, 3))
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1, len(axes))
+    try:
+        w = interpolate.interpolation_weights(points, targets, method=method, outside=outside)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    dropped = int((~w.inside).sum())
+    if dropped:  # outside='flag': keep only the inside targets, say how many were dropped
+        keep = np.flatnonzero(w.inside)
+        w = interpolate.InterpolationWeights(w.index[keep], w.weights[keep], w.inside[keep])
+        targets = targets[keep]
+    n_out = len(targets)
+    if n_out == 0:
+        raise StoreError("no target point lies inside the hull of the sources")
+    labels = {k: np.einsum("mk,mk->m", w.weights, v[w.index]) for k, v in p.items()}
+    for j, a in enumerate(axes):
+        labels[a] = targets[:, j]  # exact, not rounded through the weights
+    labels["interpolated"] = np.ones(n_out)
+    config = {"step": "interpolate", "sources": src.hashes(), "axes": axes, "method": method,
+              "outside": outside, "seed": seed, "targets_sha": _digest(targets)}
+    store = open_or_create(out, config, lambda h: _create(
+        out, h, kind=src.first.kind, n=n_out, chunk=min(chunk, n_out), coords=src.coords(),
+        params=list(labels), diags=[], config=config, lineage=src.lineage(),
+        extra={"step": "interpolate", "simulator": src.first.meta.get("simulator", {}),
+               "interpolation": {"axes": axes, "method": method, "sources": src.n,
+                                 "dropped_outside": dropped}},
+        overwrite=overwrite), overwrite)
+    block = InterpBlock(tuple(src.paths), src.offsets, w, labels)
+    return run_blocks(store, block, "interpolate", **run)
+
+
+def _digest(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float64).tobytes()).hexdigest()
+
+
+# -- network-ready preprocessing -------------------------------------------------------
+@dataclass(frozen=True)
+class PreprocessBlock:
+    paths: tuple[str, ...]
+    offsets: np.ndarray
+    desc: dict[str, Any]
+    coords: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+
+    def __call__(self, start: int, stop: int):
+        imgs = read_images(list(self.paths), self.offsets, np.arange(start, stop))
+        out = preprocess.apply_batch(self.desc, imgs, self.coords)
+        return out, {k: v[start:stop] for k, v in self.labels.items()}, {}
+
+
+def global_kmax(src: Sources, floor: float) -> tuple[float, float]:
+    """Symmetric momentum window holding log10(P / max P) > floor in any image (a Dask reduction)."""
+    images = src.dask_images()
+    peak = images.max(axis=(1, 2), keepdims=True)
+    mask = (images > peak * 10.0**floor).any(axis=0).compute()
+    ky, kx = (c.values for c in src.coords())
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        raise StoreError(f"{src.first.path}: no signal above 10^{floor} of the maximum")
+    return float(np.abs(ky[rows]).max()), float(np.abs(kx[cols]).max())
+
+
+def preprocess_store(sources: list[str | Path], out: str | Path, *, mode: str, window: str = "global",
+                     log_floor: float | None = None, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                     seed: int = 0, chunk: int = 32, overwrite: bool = False, **run) -> StepReport:
+    """Network input (PMD 2D / 1D, scattering) with the preprocessing recorded, plus splits."""
+    src = Sources(list(sources))
+    dims = src.first.meta["image_dims"][1:]
+    if mode in ("pmd2d", "pmd1d"):
+        if dims != ["ky", "kx"]:
+            raise StoreError(f"{src.first.path}: {mode} needs (ky, kx) images, not {dims}")
+        floor = -5.0 if log_floor is None else log_floor
+        kmax = global_kmax(src, floor) if (mode == "pmd1d" or window == "global") else None
+        if mode == "pmd2d":
+            desc = preprocess.pmd2d_description(window, kmax, floor)
+        else:
+            desc = {"name": "pmd1d", "kx_range": [-kmax[1], kmax[1]], "n": 256, "normalize": "max",
+                    "window_log_floor": floor, "dims": ["kx"]}
+    elif mode == "scatter":
+        image_scale = src.first.meta.get("simulator", {}).get("image_scale", "intensity")
+        desc = {"name": "scatter", "input": "log10" if image_scale == "log10" else "intensity",
+                "log_floor": -6.0 if log_floor is None else log_floor, "out_shape": [128, 128],
+                "scale": [0.0, 1.0], "dims": ["row", "col"]}
+    else:
+        raise StoreError(f"preprocessing mode {mode!r}: choose one of {', '.join(preprocess.NAMES)}")
+    oc = preprocess.output_coords(desc)
+    if oc is not None:
+        coords = tuple(Coord(k, v, "a.u.", f"{k} (network input)") for k, v in oc.items())
+    else:
+        h, w = desc["out_shape"]
+        coords = (Coord(desc["dims"][0], np.arange(h, dtype=float), "px"),
+                  Coord(desc["dims"][1], np.arange(w, dtype=float), "px"))
+    labels = src.params()
+    computed = labels["interpolated"] == 0 if "interpolated" in labels else None
+    try:
+        codes = assign_splits(src.n, split, seed, computed)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    config = {"step": "preprocess", "sources": src.hashes(), "preprocessing": desc, "split": list(split), "seed": seed}
+
+    def create(h):
+        st = _create(out, h, kind=src.first.kind, n=src.n, chunk=min(chunk, src.n), coords=coords,
+                     params=list(labels), diags=[], config=config, lineage=src.lineage(),
+                     extra={"step": "preprocess", "preprocessing": desc, "simulator": src.first.meta.get("simulator", {}),
+                            "split": {"seed": seed, "fractions": list(split), "codes": SPLIT_NAMES}},
+                     overwrite=overwrite)
+        write_split(st, codes)
+        return st
+
+    store = open_or_create(out, config, create, overwrite)
+    raw_coords = {c.name: c.values for c in src.coords()}
+    return run_blocks(store, PreprocessBlock(tuple(src.paths), src.offsets, desc, raw_coords, labels), "preprocess", **run)
+
+
+def write_split(store: DatasetStore, codes: np.ndarray) -> None:
+    """The ``split`` array (sample,) int8: 0 train, 1 validation, 2 test."""
+    if "split" in store.group:
+        store.group["split"][:] = codes
+        return
+    arr = store.group.create_array("split", shape=(store.n_samples,), chunks=(store.n_samples,), dtype="int8",
+                                   dimension_names=["sample"], attributes={"codes": SPLIT_NAMES})
+    arr[:] = codes
+
+
+def split_store(path: str | Path, *, fractions: tuple[float, float, float], seed: int = 0) -> dict[str, int]:
+    """(Re)assign the seeded split of an existing store in place; returns the counts."""
+    st = DatasetStore.open(path, mode="r+")
+    p = st.params()
+    computed = p["interpolated"] == 0 if "interpolated" in p else None
+    try:
+        codes = assign_splits(st.n_samples, fractions, seed, computed)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    write_split(st, codes)
+    st.update_meta(split={"seed": seed, "fractions": list(fractions), "codes": SPLIT_NAMES})
+    return {SPLIT_NAMES[c]: int((codes == c).sum()) for c in SPLIT_NAMES}
+
+
+def read_split(store: DatasetStore) -> np.ndarray | None:
+    return store.group["split"][:] if "split" in store.group else None
+
+
+# -- augmentation ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class AugmentBlock:
+    path: str
+    seed: int
+    source_index: np.ndarray
+    filters: np.ndarray
+    labels: dict[str, np.ndarray]
+
+    def __call__(self, start: int, stop: int):
+        src = DatasetStore.open(self.path)
+        idx = self.source_index[start:stop]
+        uniq, inv = np.unique(idx, return_inverse=True)
+        imgs = src.images.get_orthogonal_selection((uniq,))[inv]
+        out = np.stack([aug.augment(imgs[j], int(self.filters[start + j]), rng_for(self.seed, start + j, 2))
+                        for j in range(stop - start)])
+        return out, {k: v[start:stop] for k, v in self.labels.items()}, {}
+
+
+def augment_store(source: str | Path, out: str | Path, *, factor: int = 11, seed: int = 0, only_split: str = "train",
+                  chunk: int = 64, overwrite: bool = False, **run) -> StepReport:
+    """Grow a set ``factor``-fold with the 11 filters (train split only by default)."""
+    src = Sources([source])
+    st = src.first
+    if factor < 1:
+        raise StoreError(f"augmentation factor {factor} must be >= 1")
+    codes = read_split(st)
+    if codes is None:
+        codes = np.zeros(st.n_samples, dtype=np.int8)
+    names = {v: k for k, v in SPLIT_NAMES.items()}
+    if only_split not in (*names, "all"):
+        raise StoreError(f"only_split {only_split!r}: choose train, validation, test or all")
+    grow = np.ones(st.n_samples, bool) if only_split == "all" else codes == names[only_split]
+    copies = np.where(grow, factor, 1)
+    source_index = np.repeat(np.arange(st.n_samples), copies)
+    k_in = np.concatenate([np.arange(c) for c in copies])
+    filters = (k_in % len(aug.FILTERS)).astype(np.int64)
+    labels = {k: v[source_index] for k, v in st.params().items()}
+    labels["augmentation"] = filters.astype(np.float64)
+    labels["source_index"] = source_index.astype(np.float64)
+    config = {"step": "augment", "sources": src.hashes(), "factor": factor, "seed": seed, "only_split": only_split}
+
+    def create(h):
+        s = _create(out, h, kind=st.kind, n=len(source_index), chunk=min(chunk, len(source_index)),
+                    coords=src.coords(), params=list(labels), diags=[], config=config, lineage=src.lineage(),
+                    extra={"step": "augment", "preprocessing": st.meta.get("preprocessing"),
+                           "simulator": st.meta.get("simulator", {}),
+                           "augmentation": {"filters": aug.FILTER_NAMES, "factor": factor, "seed": seed}},
+                    overwrite=overwrite)
+        write_split(s, codes[source_index])
+        return s
+
+    store = open_or_create(out, config, create, overwrite)
+    return run_blocks(store, AugmentBlock(str(st.path), seed, source_index, filters, labels), "augment", **run)
