@@ -55,6 +55,13 @@ def _compressors():
     return (ZstdCodec(level=3), Crc32cCodec())
 
 
+# every chunk gets a file, even one equal to the fill value, so `verify` can tell a lost
+# chunk from an all-zero one (a runtime setting, not stored in the metadata: set it for every
+# process that imports the store)
+_ARRAY_CONFIG = {"write_empty_chunks": True}
+zarr.config.set({"array.write_empty_chunks": True})
+
+
 @dataclass(frozen=True)
 class Damage:
     """One unreadable or missing chunk found by :meth:`DatasetStore.verify`."""
@@ -121,11 +128,11 @@ class DatasetStore:
         dims = ["sample", *[c.name for c in coords]]
         group.create_array(
             "images", shape=(n_samples, *shape), chunks=(chunk, *shape), dtype=dtype,
-            compressors=_compressors(), dimension_names=dims, fill_value=0.0,
+            compressors=_compressors(), dimension_names=dims, fill_value=0.0, config=_ARRAY_CONFIG,
         )
         group.create_array(
             "done", shape=(n_samples,), chunks=(chunk,), dtype="bool",
-            compressors=_compressors(), dimension_names=["sample"], fill_value=False,
+            compressors=_compressors(), dimension_names=["sample"], fill_value=False, config=_ARRAY_CONFIG,
         )
         idx = group.create_array(
             "sample", shape=(n_samples,), chunks=(n_samples,), dtype="int64",
@@ -145,6 +152,7 @@ class DatasetStore:
                 g.create_array(
                     name, shape=(n_samples,), chunks=(chunk,), dtype="float64",
                     compressors=_compressors(), dimension_names=["sample"], fill_value=np.nan,
+                    config=_ARRAY_CONFIG,
                 )
         meta = {
             "schema_version": SCHEMA_VERSION,

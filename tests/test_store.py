@@ -107,3 +107,12 @@ def test_info_json(tmp_path):
     data = json.loads(proc.stdout)
     assert data["samples"] == 10 and data["done"] == 10 and data["kind"] == "demo"
     assert data["config_hash"] == "abc" and data["lineage"][0]["config_hash"] == "f00"
+
+
+def test_all_zero_chunks_are_written_so_verify_does_not_cry_wolf(tmp_path):
+    st = make_store(tmp_path / "s.zarr")
+    DatasetStore.open(tmp_path / "s.zarr", mode="r+").write_block(
+        0, np.zeros((4, 6, 5), np.float32), {"R": np.zeros(4), "I": np.zeros(4)}, {"E0": np.zeros(4)})
+    assert (tmp_path / "s.zarr" / "images" / "c" / "0" / "0" / "0").is_file()
+    assert DatasetStore.open(tmp_path / "s.zarr").verify() == []
+    del st
