@@ -326,3 +326,14 @@ def test_bounded_memory_on_a_store_larger_than_the_limit(tmp_path):
     print(f"\nstore {nbytes / 2**20:.0f} MiB of images, peak RSS growth {growth / 2**20:.0f} MiB")
     assert nbytes > 350 * 2**20
     assert growth < 150 * 2**20
+
+
+def test_description_alone_preprocesses_a_raw_frame(tmp_path):
+    src = make_ladder_store(tmp_path / "raw.zarr")
+    preprocess_store([src.path], tmp_path / "net.zarr", mode="pmd2d", progress=False)
+    st = DatasetStore.open(tmp_path / "net.zarr")
+    desc = st.meta["preprocessing"]
+    assert desc["input_axes"] == {"ky": [-3.0, 3.0, 33], "kx": [-4.0, 4.0, 41]}
+    np.testing.assert_array_equal(preprocess.apply(desc, src.images[4]), st.images[4])
+    with pytest.raises(ValueError, match="raw input shape"):
+        preprocess.apply(desc, np.ones((33, 40)))

@@ -80,12 +80,30 @@ def output_coords(desc: dict[str, Any]) -> dict[str, np.ndarray] | None:
     return None
 
 
-def apply(desc: dict[str, Any], image: np.ndarray, coords: dict[str, np.ndarray]) -> np.ndarray:
-    """Preprocess one raw image (H, W) with axes ``coords`` as ``desc`` says; float32 out."""
+def input_axes(coords: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """The raw image axes as [first, last, n] (recorded so frames need no coordinates)."""
+    return {k: [float(v[0]), float(v[-1]), int(len(v))] for k, v in coords.items()}
+
+
+def frame_coords(desc: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.linspace(a, b, n) for k, (a, b, n) in desc.get("input_axes", {}).items()}
+
+
+def apply(desc: dict[str, Any], image: np.ndarray, coords: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Preprocess one raw image (H, W) with axes ``coords`` as ``desc`` says; float32 out.
+
+    Without ``coords`` the raw axes recorded in ``desc["input_axes"]`` are used, and a frame
+    whose shape differs from them is refused.
+    """
     name = desc.get("name")
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"expected a 2D image, got shape {image.shape}")
+    if coords is None:
+        coords = frame_coords(desc)
+        expect = tuple(int(n) for _, _, n in desc.get("input_axes", {}).values())
+        if expect and image.shape != expect:
+            raise ValueError(f"frame shape {image.shape} != the model's raw input shape {expect}")
     if not np.isfinite(image).all():
         raise ValueError("image holds NaN/Inf")
     if name == "pmd2d":

@@ -299,6 +299,8 @@ def preprocess_store(sources: list[str | Path], out: str | Path, *, mode: str, w
                 "scale": [0.0, 1.0], "dims": ["row", "col"]}
     else:
         raise StoreError(f"preprocessing mode {mode!r}: choose one of {', '.join(preprocess.NAMES)}")
+    raw_coords = {c.name: c.values for c in src.coords()}
+    desc["input_axes"] = preprocess.input_axes(raw_coords)
     oc = preprocess.output_coords(desc)
     if oc is not None:
         coords = tuple(Coord(k, v, "a.u.", f"{k} (network input)") for k, v in oc.items())
@@ -324,7 +326,6 @@ def preprocess_store(sources: list[str | Path], out: str | Path, *, mode: str, w
         return st
 
     store = open_or_create(out, config, create, overwrite)
-    raw_coords = {c.name: c.values for c in src.coords()}
     return run_blocks(store, PreprocessBlock(tuple(src.paths), src.offsets, desc, raw_coords, labels), "preprocess", **run)
 
 
