@@ -1,0 +1,269 @@
+"""The streaming predictor: source -> bounded queue -> batches -> model (replicas) -> sinks.
+
+Counting rule, true at every moment and printed at the end:
+``received = predicted + rejected + dropped + pending`` (pending = queued or being predicted;
+0 once the stream has drained).  Policy ``wait`` never drops: a full queue stops the reader,
+which stops asking (REQ) or lets ZeroMQ's high-water mark push back on the sender (PULL).
+Policy ``drop`` keeps up by dropping the oldest queued frame and records its id.
+
+Results are emitted in arrival order (frame ids in the order the source sent them) even when
+several model replicas (Ray actors) finish out of order.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .protocol import Frame, Rejected
+
+POLICIES = ("wait", "drop")
+
+
+@dataclass
+class StreamOptions:
+    batch_size: int = 32
+    max_latency_ms: float = 20.0      # a batch waits at most this long for more frames
+    queue_size: int = 256
+    policy: str = "wait"
+    replicas: int = 0                 # 0: predict in this process; N: N Ray actors
+    device: str | None = None
+    status_every_s: float = 1.0
+    max_frames: int | None = None     # stop after this many received messages
+    duration_s: float | None = None
+    idle_timeout_s: float | None = None  # stop when nothing arrived for this long
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy {self.policy!r}: choose wait or drop")
+        if self.batch_size < 1 or self.queue_size < 1 or self.max_latency_ms < 0 or self.replicas < 0:
+            raise ValueError("batch_size and queue_size must be >= 1, max_latency_ms and replicas >= 0")
+
+
+@dataclass
+class Counts:
+    received: int = 0
+    predicted: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    dropped_ids: list[int] = field(default_factory=list)
+    reasons: collections.Counter = field(default_factory=collections.Counter)
+
+    def pending(self) -> int:
+        return self.received - self.predicted - self.rejected - self.dropped
+
+
+class FrameModel:
+    """Raw frames -> labels: the training preprocessing from the artefact, then the network."""
+
+    def __init__(self, model_folder: str, device: str | None = None, threads: int | None = None):
+        import torch
+
+        from factory.processing import preprocess
+        from models.artifact import Predictor
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.predictor = Predictor(model_folder, device=device, batch_size=256)
+        self.preprocessing = self.predictor.description.get("preprocessing")
+        self._apply = preprocess.apply
+        self.labels = self.predictor.labels if self.predictor.task != "classify" else ["class"]
+
+    def run(self, images: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+        """(ok mask, {label: values for the ok frames}, reasons for the others)."""
+        ready, ok, reasons = [], np.zeros(len(images), bool), []
+        for j, img in enumerate(images):
+            try:
+                ready.append(self._apply(self.preprocessing, img) if self.preprocessing else np.asarray(img, np.float32))
+                ok[j] = True
+            except (ValueError, KeyError) as exc:
+                reasons.append(f"preprocessing: {exc}")
+        if not ready:
+            return ok, {n: np.zeros(0) for n in self.labels}, reasons
+        out = self.predictor.predict(np.stack(ready))
+        return ok, {n: np.asarray(out[n]) for n in self.labels}, reasons
+
+
+class _Queue:
+    def __init__(self, size: int, policy: str, counts: Counts, lock: threading.Lock):
+        self.q: collections.deque[Frame] = collections.deque()
+        self.size, self.policy, self.counts, self.lock = size, policy, counts, lock
+        self.cond = threading.Condition(lock)
+
+    def put(self, frame: Frame, stop: threading.Event) -> None:
+        with self.cond:
+            while self.policy == "wait" and len(self.q) >= self.size and not stop.is_set():
+                self.cond.wait(0.05)
+            if self.policy == "drop" and len(self.q) >= self.size:  # keep up: the oldest frame goes
+                old = self.q.popleft()
+                self.counts.dropped += 1
+                self.counts.dropped_ids.append(old.frame_id)
+            self.q.append(frame)
+            self.cond.notify_all()
+
+    def get_batch(self, n: int, max_wait_s: float, idle_s: float = 0.05) -> list[Frame]:
+        with self.cond:
+            if not self.q:
+                self.cond.wait(idle_s)
+                if not self.q:
+                    return []
+            deadline = self.q[0].t_received + max_wait_s
+            while len(self.q) < n and time.perf_counter() < deadline:
+                self.cond.wait(max(0.0, deadline - time.perf_counter()))
+            batch = [self.q.popleft() for _ in range(min(n, len(self.q)))]
+            self.cond.notify_all()
+            return batch
+
+    def __len__(self) -> int:
+        return len(self.q)
+
+
+class StreamPredictor:
+    def __init__(self, model_folder: str, source, sinks: list, options: StreamOptions,
+                 on_status: Callable[[dict[str, Any]], None] | None = None):
+        self.source, self.sinks, self.opt = source, sinks, options
+        self.counts = Counts()
+        self.lock = threading.Lock()
+        self.queue = _Queue(options.queue_size, options.policy, self.counts, self.lock)
+        self.stop_event = threading.Event()
+        self.source_done = threading.Event()
+        self.on_status = on_status
+        self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)
+        self.model_folder = str(model_folder)
+        if options.replicas:
+            self._start_replicas()
+            self.labels = self._labels
+        else:
+            self.model = FrameModel(self.model_folder, options.device)
+            self.labels = self.model.labels
+
+    # -- replicas ---------------------------------------------------------------------
+    def _start_replicas(self) -> None:
+        import ray
+
+        from cluster.connect import connect
+
+        connect()
+        gpus = ray.cluster_resources().get("GPU", 0)
+        per = {"num_gpus": 1} if gpus >= self.opt.replicas else {"num_cpus": 1}
+        actor = ray.remote(FrameModel).options(**per)
+        threads = None if per.get("num_gpus") else 1
+        self.actors = [actor.remote(self.model_folder, self.opt.device, threads) for _ in range(self.opt.replicas)]
+        local = FrameModel(self.model_folder, "cpu")
+        self._labels = local.labels
+
+    # -- threads ----------------------------------------------------------------------
+    def stop(self) -> None:
+        self.stop_event.set()
+        close = getattr(self.source, "close", None)
+        if close:
+            close()
+
+    def _receive(self) -> None:
+        last = time.perf_counter()
+        try:
+            for item in self.source:
+                now = time.perf_counter()
+                if self.stop_event.is_set():
+                    break
+                if item is None:
+                    if self.opt.idle_timeout_s and now - last > self.opt.idle_timeout_s:
+                        break
+                    continue
+                last = now
+                if isinstance(item, Rejected):
+                    with self.lock:
+                        self.counts.received += 1
+                        self.counts.rejected += 1
+                        self.counts.reasons[item.reason.split(" (")[0][:60]] += 1
+                else:
+                    with self.lock:
+                        self.counts.received += 1
+                    self.queue.put(item, self.stop_event)
+                if self.opt.max_frames and self.counts.received >= self.opt.max_frames:
+                    break
+        finally:
+            self.source_done.set()
+
+    def _emit(self, frames: list[Frame], ok: np.ndarray, values: dict[str, np.ndarray], reasons: list[str]) -> None:
+        now = time.perf_counter()
+        good = [f for f, k in zip(frames, ok) if k]
+        ids = np.array([f.frame_id for f in good], dtype=np.int64)
+        lat = np.array([(now - f.t_received) * 1e3 for f in good])
+        if len(good):
+            for s in self.sinks:
+                s.write(ids, lat, values)
+        with self.lock:
+            self.counts.predicted += len(good)
+            self.counts.rejected += len(frames) - len(good)
+            for r in reasons:
+                self.counts.reasons[r.split(" (")[0][:60]] += 1
+        self.latencies.extend(lat.tolist())
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            c = self.counts
+            lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
+            return {"received": c.received, "predicted": c.predicted, "rejected": c.rejected, "dropped": c.dropped,
+                    "pending": c.pending(), "p50_ms": float(np.percentile(lat, 50)),
+                    "p99_ms": float(np.percentile(lat, 99))}
+
+    def run(self) -> dict[str, Any]:
+        """Stream until the source ends, a limit is reached or stop() is called; then drain."""
+        reader = threading.Thread(target=self._receive, name="stream-reader", daemon=True)
+        t0 = time.perf_counter()
+        reader.start()
+        last_status = t0
+        pending: dict[int, tuple[list[Frame], Any]] = {}
+        next_emit, next_seq = 0, 0
+        done_results: dict[int, tuple] = {}
+        max_wait = self.opt.max_latency_ms / 1e3
+        while True:
+            if self.opt.duration_s and time.perf_counter() - t0 > self.opt.duration_s:
+                self.stop()
+            finished_reading = self.source_done.is_set()
+            batch = self.queue.get_batch(self.opt.batch_size, max_wait) if (
+                not self.opt.replicas or len(pending) < 2 * len(self.actors)) else []
+            if batch:
+                images = [f.image for f in batch]
+                if self.opt.replicas:
+                    actor = self.actors[next_seq % len(self.actors)]
+                    pending[next_seq] = (batch, actor.run.remote(images))
+                else:
+                    done_results[next_seq] = (batch, *self.model.run(images))
+                next_seq += 1
+            if pending:
+                import ray
+
+                refs = {p[1]: s for s, p in pending.items()}
+                ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0 if batch else 0.01)
+                for r in ready:
+                    s = refs[r]
+                    frames, _ = pending.pop(s)
+                    done_results[s] = (frames, *ray.get(r))
+            while next_emit in done_results:
+                self._emit(*done_results.pop(next_emit))
+                next_emit += 1
+            now = time.perf_counter()
+            if self.on_status and now - last_status >= self.opt.status_every_s:
+                st = self.status()
+                st["rate"] = st["predicted"] / (now - t0)
+                self.on_status(st)
+                last_status = now
+            if finished_reading and not len(self.queue) and not pending and not done_results:
+                break
+        reader.join(timeout=5)
+        wall = time.perf_counter() - t0
+        st = self.status()
+        summary = {**st, "wall_s": wall, "rate": st["predicted"] / wall if wall > 0 else 0.0,
+                   "dropped_ids": list(self.counts.dropped_ids), "reasons": dict(self.counts.reasons),
+                   "reconnects": getattr(self.source, "reconnects", 0), "balanced":
+                   st["received"] == st["predicted"] + st["rejected"] + st["dropped"]}
+        for s in self.sinks:
+            s.flush(summary)
+        return summary

@@ -1,0 +1,113 @@
+"""Where predictions go: a Zarr results store, a ZeroMQ PUB socket, a periodic PNG."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zarr
+import zmq
+
+
+class ZarrSink:
+    """Appends (frame_id, latency, labels) to growable 1D Zarr v3 arrays, flushed every ``every`` rows."""
+
+    def __init__(self, path: str | Path, labels: list[str], attrs: dict[str, Any], overwrite: bool = False,
+                 every: int = 1024):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} already exists; pass --overwrite to replace it")
+        self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+        self.labels = labels
+        names = ["frame_id", "latency_ms", *labels]
+        dtypes = {"frame_id": "int64"}
+        self.arrays = {n: self.group.create_array(n, shape=(0,), chunks=(4096,), dtype=dtypes.get(n, "float64"),
+                                                  dimension_names=["frame"]) for n in names}
+        self.group.attrs["stream"] = {**attrs, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.buffer: dict[str, list] = {n: [] for n in names}
+        self.every = every
+        self.rows = 0
+
+    def write(self, frame_ids: np.ndarray, latency_ms: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        self.buffer["frame_id"].extend(np.asarray(frame_ids, dtype=np.int64).tolist())
+        self.buffer["latency_ms"].extend(np.asarray(latency_ms, dtype=np.float64).tolist())
+        for n in self.labels:
+            self.buffer[n].extend(np.asarray(values[n], dtype=np.float64).tolist())
+        if len(self.buffer["frame_id"]) >= self.every:
+            self.flush()
+
+    def flush(self, summary: dict[str, Any] | None = None) -> None:
+        k = len(self.buffer["frame_id"])
+        if k:
+            for n, arr in self.arrays.items():
+                arr.append(np.asarray(self.buffer[n], dtype=arr.dtype))
+                self.buffer[n] = []
+            self.rows += k
+        if summary is not None:
+            self.group.attrs["stream"] = {**self.group.attrs["stream"], "summary": summary}
+
+
+class PubSink:
+    """Publishes one msgpack message per frame: {"frame_id", "latency_ms", <label>: value}."""
+
+    def __init__(self, endpoint: str):
+        self.sock = zmq.Context.instance().socket(zmq.PUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(endpoint)
+
+    def write(self, frame_ids, latency_ms, values) -> None:
+        for j, fid in enumerate(frame_ids):
+            msg = {"frame_id": int(fid), "latency_ms": float(latency_ms[j])}
+            msg.update({k: float(v[j]) for k, v in values.items() if np.ndim(v) == 1})
+            self.sock.send(msgpack.packb(msg, use_bin_type=True))
+
+    def flush(self, summary=None) -> None:
+        pass
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+class PngSink:
+    """Every ``every_s`` seconds, a PNG of the recent predictions (last ``window`` frames)."""
+
+    def __init__(self, path: str | Path, labels: list[str], every_s: float = 10.0, window: int = 2000):
+        self.path, self.labels, self.every_s, self.window = Path(path), labels, every_s, window
+        self.ids: list[int] = []
+        self.values: dict[str, list[float]] = {n: [] for n in labels}
+        self.last = 0.0
+
+    def write(self, frame_ids, latency_ms, values) -> None:
+        self.ids.extend(int(i) for i in frame_ids)
+        for n in self.labels:
+            self.values[n].extend(float(v) for v in values[n])
+        if len(self.ids) > 2 * self.window:
+            self.ids = self.ids[-self.window:]
+            self.values = {n: v[-self.window:] for n, v in self.values.items()}
+        if time.monotonic() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self, summary=None) -> None:
+        if not self.ids:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        k = len(self.labels)
+        fig, axes = plt.subplots(k, 1, figsize=(7, 1.6 * k + 0.6), sharex=True, squeeze=False)
+        ids = np.asarray(self.ids[-self.window:])
+        for ax, n in zip(axes[:, 0], self.labels):
+            ax.plot(ids, np.asarray(self.values[n][-self.window:]), ".", ms=2)
+            ax.set_ylabel(n, fontsize=8)
+            ax.tick_params(labelsize=7)
+        axes[-1, 0].set_xlabel("frame id")
+        fig.suptitle(f"recent predictions ({len(ids)} frames)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(self.path, dpi=100)
+        plt.close(fig)
+        self.last = time.monotonic()

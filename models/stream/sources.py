@@ -1,0 +1,164 @@
+"""Frame sources: ZeroMQ endpoints (karabo-bridge or the simple protocol; REQ, PULL or SUB),
+and replay of a dataset store or a folder of images at a chosen rate.
+
+A source is an iterator of ``Frame`` (decoded), ``Rejected`` (a malformed message, to be
+counted) or ``None`` (nothing arrived within the poll timeout; lets the caller check for a
+stop request).  ZeroMQ reconnects PULL/SUB sockets to a restarted peer by itself; a REQ
+socket whose reply never comes is closed and opened again (the "lazy pirate" pattern).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from .protocol import Frame, Rejected, decode_karabo, decode_simple
+
+PATTERNS = ("REQ", "PULL", "SUB")
+PROTOCOLS = ("karabo", "simple")
+
+
+class ZmqSource:
+    def __init__(self, url: str, *, pattern: str = "REQ", protocol: str = "karabo", max_bytes: int = 64 << 20,
+                 timeout_s: float = 1.0, karabo_source: str | None = None, karabo_key: str | None = None):
+        if pattern not in PATTERNS:
+            raise ValueError(f"pattern {pattern!r}: choose one of {', '.join(PATTERNS)}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        if not url.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"source {url!r} is not a ZeroMQ endpoint (tcp://host:port)")
+        self.url, self.pattern, self.protocol = url, pattern, protocol
+        self.max_bytes, self.timeout_ms = max_bytes, int(timeout_s * 1000)
+        self.karabo = (karabo_source, karabo_key)
+        self.ctx = zmq.Context.instance()
+        self.sock: zmq.Socket | None = None
+        self.reconnects = 0
+        self._closed = False
+
+    def _open(self) -> None:
+        kind = {"REQ": zmq.REQ, "PULL": zmq.PULL, "SUB": zmq.SUB}[self.pattern]
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        # libzmq refuses (and disconnects) any message part larger than this before allocating it;
+        # parts between max_bytes and this reach the decoder and are counted as rejected
+        sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_bytes + (1 << 20))
+        sock.setsockopt(zmq.RCVHWM, 4)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if self.pattern == "SUB":
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.url)
+        self.sock = sock
+
+    def _decode(self, parts) -> list[Frame]:
+        if self.protocol == "karabo":
+            return decode_karabo(parts, self.max_bytes, *self.karabo)
+        return decode_simple(parts, self.max_bytes)
+
+    def __iter__(self) -> Iterator[Frame | Rejected | None]:
+        self._open()
+        waiting = False
+        try:
+            while not self._closed:
+                if self.pattern == "REQ" and not waiting:
+                    self.sock.send(b"next")
+                    waiting = True
+                if not self.sock.poll(self.timeout_ms, zmq.POLLIN):
+                    if self.pattern == "REQ":  # no reply: the server may have restarted; start afresh
+                        self.sock.close(linger=0)
+                        self._open()
+                        self.reconnects += 1
+                        waiting = False
+                    yield None
+                    continue
+                parts = self.sock.recv_multipart(copy=False)
+                waiting = False
+                now = time.perf_counter()
+                try:
+                    for f in self._decode(parts):
+                        f.t_received = now
+                        yield f
+                except Rejected as rej:
+                    yield rej
+        finally:
+            if self.sock is not None:
+                self.sock.close(linger=0)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class ReplaySource:
+    """Frames from a dataset store (raw images) or a folder of .npy/.png images, at ``rate`` Hz."""
+
+    def __init__(self, path: str | Path, *, rate: float | None = None, limit: int | None = None):
+        self.path = Path(path)
+        self.rate = rate
+        self.limit = limit
+        self._closed = False
+        if (self.path / "zarr.json").is_file():
+            from factory.store import DatasetStore
+
+            self.store = DatasetStore.open(self.path)
+            self.files = None
+            self.n = self.store.n_samples
+        elif self.path.is_dir():
+            self.store = None
+            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in (".npy", ".png"))
+            if not self.files:
+                raise ValueError(f"{self.path}: no .npy or .png images to replay")
+            self.n = len(self.files)
+        else:
+            raise ValueError(f"replay source {self.path} is neither a dataset store nor a folder of images")
+        if limit:
+            self.n = min(self.n, limit)
+
+    def _load(self, i: int) -> np.ndarray:
+        if self.store is not None:
+            return self.store.images[i]
+        p = self.files[i]
+        if p.suffix.lower() == ".npy":
+            return np.load(p, allow_pickle=False)
+        import matplotlib.image as mpimg
+
+        img = mpimg.imread(p)
+        return img[..., :3].mean(axis=-1) if img.ndim == 3 else img
+
+    def __iter__(self) -> Iterator[Frame | Rejected | None]:
+        t0 = time.perf_counter()
+        chunk = self.store.chunk if self.store is not None else 1
+        cache: tuple[int, np.ndarray] | None = None
+        for i in range(self.n):
+            if self._closed:
+                return
+            if self.rate:
+                delay = t0 + i / self.rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            if self.store is not None:  # read a whole chunk at once
+                c = i // chunk
+                if cache is None or cache[0] != c:
+                    cache = (c, self.store.images[c * chunk: min((c + 1) * chunk, self.store.n_samples)])
+                image = cache[1][i - c * chunk]
+            else:
+                try:
+                    image = self._load(i)
+                except (OSError, ValueError) as exc:
+                    yield Rejected(f"{self.files[i].name}: {exc}", i)
+                    continue
+            yield Frame(i, np.asarray(image), {}, time.perf_counter())
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def open_source(spec: str, **kw) -> ZmqSource | ReplaySource:
+    """``tcp://host:port`` (ZeroMQ) or a path (store / folder) to replay."""
+    if "://" in spec:
+        return ZmqSource(spec, **{k: v for k, v in kw.items() if k in (
+            "pattern", "protocol", "max_bytes", "timeout_s", "karabo_source", "karabo_key")})
+    return ReplaySource(spec, rate=kw.get("rate"), limit=kw.get("limit"))
