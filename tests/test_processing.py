@@ -337,3 +337,14 @@ def test_description_alone_preprocesses_a_raw_frame(tmp_path):
     np.testing.assert_array_equal(preprocess.apply(desc, src.images[4]), st.images[4])
     with pytest.raises(ValueError, match="raw input shape"):
         preprocess.apply(desc, np.ones((33, 40)))
+
+
+def test_bicubic_resampling_is_exact_for_identity_and_quadratics():
+    y, x = np.linspace(-2, 2, 41), np.linspace(-3, 3, 61)
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    img = 1 + 0.5 * yy - 0.2 * xx + 0.1 * yy * xx
+    np.testing.assert_allclose(preprocess._resample(img, y, x, y, x), img, atol=1e-12)
+    ny, nx = np.linspace(-1.5, 1.7, 17), np.linspace(-2.2, 2.9, 23)
+    ey, ex = np.meshgrid(ny, nx, indexing="ij")
+    q = lambda a, b: 1 + 0.3 * a**2 - 0.2 * b**2 + 0.1 * a * b  # noqa: E731  Keys (a=-1/2) is exact for quadratics
+    np.testing.assert_allclose(preprocess._resample(q(yy, xx), y, x, ny, nx), q(ey, ex), atol=1e-10)
