@@ -93,8 +93,9 @@ def test_karabo_bridge_end_to_end_matches_offline(model_dir, tmp_path, pattern):
     assert summary["received"] == summary["predicted"] == n and summary["balanced"]
     np.testing.assert_array_equal(res["frame_id"], 5000 + np.arange(n))  # all, in order
     ref = offline(model_dir, frames)
-    np.testing.assert_allclose(res["R"], ref["R"], rtol=1e-5)
-    np.testing.assert_allclose(res["intensity"], ref["intensity"], rtol=1e-5)
+    # the default inference path folds batch norm into the convolutions: equal to float32 rounding
+    np.testing.assert_allclose(res["R"], ref["R"], rtol=1e-4)
+    np.testing.assert_allclose(res["intensity"], ref["intensity"], rtol=1e-4)
 
 
 def test_our_karabo_decoder_reads_the_reference_serializer():
@@ -220,6 +221,14 @@ def make_raw_store(path, n):
     return st
 
 
+def test_unoptimised_path_equals_offline_exactly(model_dir, tmp_path):
+    st = make_raw_store(tmp_path / "raw.zarr", 30)
+    summary, res = run_stream(model_dir, ReplaySource(st.path), tmp_path, optimize="none", batch_size=30,
+                              max_latency_ms=1000)
+    ref = offline(model_dir, [raw_frame(i) for i in range(30)])
+    np.testing.assert_array_equal(res["R"], ref["R"])
+
+
 def test_drop_mode_under_overload_records_dropped_ids(model_dir, tmp_path):
     st = make_raw_store(tmp_path / "raw.zarr", 400)
     summary, res = run_stream(model_dir, ReplaySource(st.path), tmp_path, policy="drop", queue_size=4,
@@ -238,7 +247,7 @@ def test_wait_mode_drops_nothing_and_replicas_keep_order(model_dir, tmp_path, ra
     assert summary["dropped"] == 0 and summary["predicted"] == 120 and summary["balanced"]
     np.testing.assert_array_equal(res["frame_id"], np.arange(120))
     ref = offline(model_dir, [raw_frame(i) for i in range(120)])
-    np.testing.assert_allclose(res["R"], ref["R"], rtol=1e-5)
+    np.testing.assert_allclose(res["R"], ref["R"], rtol=1e-4)
 
 
 def test_cli_replay_and_errors(model_dir, tmp_path):
