@@ -164,6 +164,9 @@ def _mount_subcommands() -> None:
     from .processing.cli import app as process_app
 
     app.add_typer(process_app, name="process")
+    from .msft.cli import app as msft_app
+
+    app.add_typer(msft_app, name="msft")
     from models.stream.cli import app as predict_app
 
     app.add_typer(predict_app, name="predict")

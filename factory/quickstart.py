@@ -70,9 +70,16 @@ def stage_augment(ctx: Context) -> str:
     )
 
 
+def stage_msft(ctx: Context) -> str:
+    from .msft.quickstart import stage_msft as run
+
+    return run(ctx)
+
+
 STAGES: list[tuple[str, Callable[[Context], str]]] = [
     ("engine", stage_blobs),
     ("augment", stage_augment),
+    ("msft", stage_msft),
 ]
 
 

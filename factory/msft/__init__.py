@@ -1,0 +1,35 @@
+"""MSFT wide-angle scattering simulator (seed 003, App. B; DESIGN.md 4.2).
+
+Public API::
+
+    from factory.msft import scatter, pattern, density, MSFTConfig
+    I, qx, qy = scatter(rho, voxel_nm=1.66, absorption_length_nm=12.5, pad=512, crop=128)
+    img = pattern("icosahedron", 80.0, (1, 0, 0, 0), "paper").image
+
+Modules: ``shapes`` (antialiased densities), ``multislice`` (the MSFT core, numpy/pyFFTW/BLAS),
+``torch_msft`` (batched torch path), ``detector`` (geometry, photons, noise, log scale),
+``simulator`` (the ``msft`` kind of ``factory generate``), ``cli`` (``factory msft ...``).
+Importing this package does not import torch.
+"""
+
+from .multislice import MSFTParams, Pattern, amplitude, amplitude_batch, q_axis, scatter
+from .shapes import SHAPES, SYMMETRY, ShapeOptions, density, user_density
+from .simulator import DetectorImage, MSFTConfig, MSFTSimulator, pattern
+
+__all__ = [
+    "SHAPES",
+    "SYMMETRY",
+    "DetectorImage",
+    "MSFTConfig",
+    "MSFTParams",
+    "MSFTSimulator",
+    "Pattern",
+    "ShapeOptions",
+    "amplitude",
+    "amplitude_batch",
+    "density",
+    "pattern",
+    "q_axis",
+    "scatter",
+    "user_density",
+]
