@@ -308,6 +308,7 @@ class MSFTSimulator(Simulator):
             "image": (
                 f"log10(I / max I + {cfg.log_floor:g})" if cfg.output == "log" else "I (nm^2 per pixel, or photons)"
             ),
+            "image_scale": "log10" if cfg.output == "log" else "intensity",
             "beam": "+z; image [y, x]; q = k_out - k_in",
         }
 
