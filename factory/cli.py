@@ -167,6 +167,14 @@ def _mount_subcommands() -> None:
     from .msft.cli import app as msft_app
 
     app.add_typer(msft_app, name="msft")
+    from .tdse.cli import app as tdse_app
+
+    app.add_typer(tdse_app, name="tdse")
+    from models.baselines_cli import register as register_baselines
+    from models.cli import register as register_models
+
+    register_models(app)
+    register_baselines(app)
     from models.stream.cli import app as predict_app
 
     app.add_typer(predict_app, name="predict")

@@ -16,7 +16,7 @@ from models.evaluate import evaluate
 from models.synthetic import make_store
 from models.train import checkpoint_dirs, load_train_config, train
 
-LOCAL = ["run.backend=local"]
+LOCAL = ["run.backend=local", "run.cpus_per_worker=1"]  # one thread: robust on a shared 2-core box
 
 
 @pytest.fixture(scope="module")

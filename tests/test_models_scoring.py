@@ -46,7 +46,7 @@ def test_learning_curve_fit_and_target(tmp_path):
 def test_transfer_freezes_layers_and_compares_three_models(tmp_path):
     base_store = make_store(tmp_path / "base.zarr", n=64, chunk=8, shape=(32, 32))
     shifted = make_store(tmp_path / "shifted.zarr", n=48, chunk=8, shape=(32, 32), seed=1, R_range=(8.0, 12.0))
-    cfg = load_train_config("pmd-cnn/tiny", ["run.backend=local", "optim.epochs=2"])
+    cfg = load_train_config("pmd-cnn/tiny", ["run.backend=local", "run.cpus_per_worker=1", "optim.epochs=2"])
     base = train(cfg, base_store.path, tmp_path / "base", progress=False)
     table = transfer(base.model, shifted.path, tmp_path / "tl", freeze=3, lr=1e-3, epochs=2, progress=False)
     assert set(table["models"]) == {"original", "transfer", "scratch"}

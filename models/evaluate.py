@@ -1,0 +1,282 @@
+"""Evaluation of a trained model on a store, and the figures.
+
+:func:`evaluate` predicts the held-out samples of a store (or all of them) with
+:class:`~models.artifact.Predictor` and reports per output the MAE (next to the MAE of the
+mean predictor, the training mean), RMSE and median absolute error, with a predicted-vs-true
+plot and error histograms.  Classifiers report accuracy and a confusion matrix.  Scattering
+models (radius + quaternion) are also scored with seed 003's App. C relative errors (each of
+the five absolute errors over its allowed range: the radius range, and the span of the
+fundamental domain per quaternion component; mean and max of the five per image) after the
+predicted quaternion is normalised and projected into the fundamental domain, with the
+histogram of seed 003 Fig. 4a.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from factory.errors import StoreError
+from factory.store import DatasetStore
+
+from .artifact import QUAT, Predictor, check_compatible, read_description
+from .data import ChunkStream, class_index, make_split, read_labels
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: list[dict[str, Any]], out: str | Path, title: str = "") -> Path:
+    """Training and validation loss per epoch (log scale), the validation MAE beside it."""
+    plt = _plt()
+    ep = [h["epoch"] for h in history]
+    maes = sorted({k for h in history for k in h if k.startswith("val_mae_") or k == "val_accuracy"})
+    fig, axes = plt.subplots(1, 2 if maes else 1, figsize=(9 if maes else 5, 3.4), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(ep, [h["train_loss"] for h in history], "o-", ms=3, label="training")
+    ax.plot(ep, [h["val_loss"] for h in history], "s-", ms=3, label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (scaled labels)")
+    ax.legend()
+    ax.set_title(title)
+    if maes:
+        ax = axes[0, 1]
+        for k in maes:
+            ax.plot(ep, [h.get(k, np.nan) for h in history], "o-", ms=3, label=k.replace("val_", ""))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation MAE (label units) / accuracy")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_pred_vs_true(true: dict[str, np.ndarray], pred: dict[str, np.ndarray], out: str | Path,
+                      title: str = "") -> Path:
+    plt = _plt()
+    names = list(true)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.3), squeeze=False)
+    for ax, n in zip(axes[0], names):
+        t, p = true[n], pred[n]
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.scatter(t, p, s=6, alpha=0.6)
+        ax.set_xlabel(f"true {n}")
+        ax.set_ylabel(f"predicted {n}")
+        ax.set_title(f"MAE {np.mean(np.abs(p - t)):.3g}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_error_hist(true: dict[str, np.ndarray], pred: dict[str, np.ndarray], out: str | Path) -> Path:
+    plt = _plt()
+    names = list(true)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.0), squeeze=False)
+    for ax, n in zip(axes[0], names):
+        ax.hist(pred[n] - true[n], bins=40)
+        ax.set_xlabel(f"predicted - true {n}")
+        ax.set_ylabel("images")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_relative_errors(mean: np.ndarray, mx: np.ndarray, out: str | Path) -> Path:
+    """Seed 003 Fig. 4a: histograms of the per-image mean and max relative error (%)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    allv = np.concatenate([mean, mx]) * 100
+    lo = max(1e-3, float(np.percentile(allv, 0.5)) if len(allv) else 1e-2)
+    bins = np.logspace(np.log10(lo), np.log10(max(allv.max() if len(allv) else 1.0, lo * 10)), 40)
+    ax.hist(np.clip(mean * 100, bins[0], None), bins=bins, alpha=0.7, color="tab:blue", label="mean error")
+    ax.hist(np.clip(mx * 100, bins[0], None), bins=bins, alpha=0.6, color="tab:red", label="max error")
+    ax.axvline(np.median(mean) * 100, color="tab:blue", ls="--", lw=1)
+    ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("relative prediction error (%)")
+    ax.set_ylabel("test images")
+    ax.set_title(f"median mean error {np.median(mean) * 100:.2f} %")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def _model_name(model) -> str:
+    p = Path(model).resolve()
+    return p.parent.name if p.name == "model" else p.name
+
+
+def select_samples(store: DatasetStore, desc: dict[str, Any], subset: str = "auto") -> tuple[np.ndarray, str]:
+    """Indices to evaluate: ``auto`` = the held-out split of the model's own training store,
+    the store's test split (else all done samples) for any other store."""
+    ts = desc.get("training_set", {})
+    sp = ts.get("split", {})
+    same = ts.get("config_hash") == store.config_hash and store.config_hash
+    if subset == "all":
+        return np.flatnonzero(store.done_mask()), "all done samples"
+    if same or subset in ("train", "val", "test"):
+        split = make_split(store, sp.get("val_fraction") or 0.2, sp.get("seed") or 0)
+        if subset in ("train", "val", "test"):
+            return getattr(split, subset), f"the {subset} split"
+        return split.held_out(), ("the test split" if len(split.test) else "the validation split") + " of the training store"
+    if "split" in store.group:
+        split = np.asarray(store.group["split"][:])
+        test = np.flatnonzero(store.done_mask() & (split == 2))
+        if len(test):
+            return test, "the store's test split"
+    return np.flatnonzero(store.done_mask()), "all done samples"
+
+
+def radius_range(store: DatasetStore, desc: dict[str, Any]) -> tuple[float, float]:
+    """The allowed radius range (nm) for App. C: from the store's or the training set's config."""
+    for cfg in (store.meta.get("config", {}), desc.get("training_set", {}).get("config", {})):
+        rng = (cfg.get("simulator") or {}).get("radius_nm") if isinstance(cfg, dict) else None
+        if rng:
+            return float(rng[0]), float(rng[1])
+    for src in store.meta.get("lineage", []):
+        rng = ((src.get("config") or {}).get("simulator") or {}).get("radius_nm")
+        if rng:
+            return float(rng[0]), float(rng[1])
+    return 30.0, 160.0
+
+
+def misorientation_deg(qp: np.ndarray, qt: np.ndarray, group: str = "I") -> np.ndarray:
+    """Smallest rotation angle (degrees) between predicted and true orientation, over the group."""
+    from factory.geometry import multiply, rotation_angle
+    from factory.geometry.symmetry import equivalent_orientations
+
+    conj = np.asarray(qt, dtype=np.float64) * np.array([1.0, -1.0, -1.0, -1.0])
+    d = multiply(conj[:, None, :], equivalent_orientations(np.asarray(qp, dtype=np.float64), group))
+    return np.degrees(rotation_angle(d)).min(axis=1)
+
+
+def predict_store(predictor: Predictor, store: DatasetStore, indices: np.ndarray, batch_size: int = 128):
+    """Predictions for ``indices`` read chunk by chunk; (ordered indices, predictions, seconds)."""
+    stream = ChunkStream(path=str(store.path), indices=indices, targets=np.arange(store.n_samples),
+                         batch_size=batch_size, shuffle=False, window_chunks=2)
+    order, outs = [], []
+    t_net = 0.0
+    for x, idx in stream:
+        t0 = time.perf_counter()
+        outs.append(predictor.raw(x.numpy()))
+        t_net += time.perf_counter() - t0
+        order.append(idx.numpy())
+    order = np.concatenate(order)
+    raw = np.concatenate(outs)
+    return order, raw, t_net
+
+
+def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None, *, subset: str = "auto",
+             batch_size: int = 128, device: str | None = None, check_preprocessing: bool = True,
+             tag: str = "", indices: np.ndarray | None = None) -> dict[str, Any]:
+    """Score ``model`` on ``store`` (``subset``: auto, all, train, val, test; or explicit
+    ``indices``); writes metrics.json and figures into ``out`` when given."""
+    ds = DatasetStore.open(store)
+    desc = read_description(model)
+    if check_preprocessing:
+        check_compatible(desc, preprocessing=ds.meta.get("preprocessing"), what="model", where=model)
+    if list(ds.images.shape[1:]) != list(desc["input"]["shape"]):
+        raise StoreError(f"{ds.path}: images are {list(ds.images.shape[1:])} but the model takes {desc['input']['shape']}")
+    if indices is not None:
+        idx, which = np.asarray(indices, dtype=np.int64), f"{len(indices)} given samples"
+    else:
+        idx, which = select_samples(ds, desc, subset)
+    if len(idx) == 0:
+        raise StoreError(f"{ds.path}: no samples to evaluate ({which})")
+    pred_obj = Predictor(model, device=device, batch_size=batch_size)
+    order, raw, t_net = predict_store(pred_obj, ds, idx, batch_size)
+    names = desc["labels"]
+    y = read_labels(ds, names)[order]
+    res: dict[str, Any] = {"model": str(model), "store": str(ds.path), "samples": int(len(order)), "subset": which,
+                           "inference_images_per_s": len(order) / t_net if t_net > 0 else None,
+                           "device": str(pred_obj.device)}
+    out = Path(out) if out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    if desc.get("task") == "classify":
+        cl = desc["classes"]
+        true_c = class_index(y[:, names.index(cl["label"])], cl["edges"])
+        pred_c = raw.argmax(1)
+        k = len(cl["edges"]) - 1
+        conf = np.zeros((k, k), dtype=int)
+        np.add.at(conf, (true_c, pred_c), 1)
+        res.update({"accuracy": float((pred_c == true_c).mean()), "confusion": conf.tolist(),
+                    "chance": float(np.bincount(true_c, minlength=k).max() / len(true_c))})
+        if out:
+            np.savez(out / f"predictions{tag}.npz", index=order, true_class=true_c, pred_class=pred_c)
+            (out / f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
+        return res
+    scaled = pred_obj.scaling.inverse(raw) if pred_obj.scaling else raw
+    pred = {n: scaled[:, j] for j, n in enumerate(names)}
+    true = {n: y[:, j] for j, n in enumerate(names)}
+    scatter = bool(pred_obj.group and set(QUAT) <= set(names) and "radius" in names)
+    if scatter:  # seed 003: normalise and project into the fundamental domain before scoring
+        from .artifact import project_quaternions
+
+        qp = project_quaternions(np.column_stack([pred[q] for q in QUAT]), pred_obj.group)
+        pred.update({q: qp[:, j] for j, q in enumerate(QUAT)})
+    stats = desc.get("label_stats", {})
+    res["per_label"] = {}
+    for n in names:
+        err = pred[n] - true[n]
+        mean_pred = stats.get(n, {}).get("mean")
+        res["per_label"][n] = {
+            "mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2))),
+            "median_ae": float(np.median(np.abs(err))),
+            "mae_mean_predictor": float(np.mean(np.abs(true[n] - mean_pred))) if mean_pred is not None else None,
+        }
+    if scatter:
+        from factory.geometry import relative_errors
+
+        qp = np.column_stack([pred[q] for q in QUAT])
+        qt = np.column_stack([true[q] for q in QUAT])
+        rr = radius_range(ds, desc)
+        rel = relative_errors(pred["radius"], qp, true["radius"], qt, radius_range=rr, group=pred_obj.group)
+        mean_q = np.array([stats[q]["mean"] for q in QUAT]) if all(q in stats for q in QUAT) else None
+        base = None
+        if mean_q is not None and "radius" in stats:  # the mean predictor, scored the same way
+            mq = project_quaternions(np.repeat(mean_q[None], len(qt), 0), pred_obj.group)
+            base = relative_errors(np.full(len(qt), stats["radius"]["mean"]), mq, true["radius"], qt,
+                                   radius_range=rr, group=pred_obj.group)
+        res["relative_error"] = {
+            "radius_range": list(rr), "median_mean": float(np.median(rel["mean"])),
+            "mean_mean": float(np.mean(rel["mean"])), "median_max": float(np.median(rel["max"])),
+            "fraction_mean_below_1pct": float(np.mean(rel["mean"] < 0.01)),
+            "fraction_mean_below_5pct": float(np.mean(rel["mean"] < 0.05)),
+            "per_param_median": dict(zip(["radius", *QUAT], np.median(rel["per_param"], 0).tolist())),
+            "mean_predictor_median_mean": float(np.median(base["mean"])) if base else None,
+            "misorientation_deg_median": float(np.median(misorientation_deg(qp, qt, pred_obj.group))),
+        }
+        if out:
+            res["figures"] = {"fig4a": str(plot_relative_errors(rel["mean"], rel["max"], out / f"relative-errors{tag}.png"))}
+    if out:
+        figs = res.setdefault("figures", {})
+        figs["pred_vs_true"] = str(plot_pred_vs_true(true, pred, out / f"pred-vs-true{tag}.png", title=_model_name(model)))
+        figs["errors"] = str(plot_error_hist(true, pred, out / f"errors{tag}.png"))
+        np.savez(out / f"predictions{tag}.npz", index=order, **{f"true_{n}": true[n] for n in names},
+                 **{f"pred_{n}": pred[n] for n in names})
+        (out / f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
+    return res

@@ -1,0 +1,112 @@
+"""Learning curves (seed 000, Fig. 2b): train at several N, fit MAE = a N^b + c.
+
+Every model is scored on the same held-out samples (the validation split does not depend
+on N; ``data.max_train = N`` keeps a seeded subset of the training split).  The fit gives
+the N needed for a target MAE: ``N = ((target - c) / a)^(1 / b)`` (infinite when the target
+is at or below the asymptote c).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from factory.errors import ConfigError
+from factory.store import DatasetStore
+
+from .data import make_split
+from .evaluate import _plt, evaluate
+from .train import TrainConfig, train
+
+PAPER_FIT = (7.241, -0.526, 0.075)  # seed 000, Fig. 2b (R, I and CEP random)
+
+
+def power_law(n, a, b, c):
+    return a * np.power(n, b) + c
+
+
+def fit_power_law(n, mae) -> tuple[float, float, float]:
+    """Least-squares (a, b, c) of MAE = a N^b + c with a > 0, b < 0, c >= 0 (needs >= 3 points)."""
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    n, mae = np.asarray(n, dtype=np.float64), np.asarray(mae, dtype=np.float64)
+    if len(n) < 3:
+        raise ConfigError(f"a learning-curve fit needs at least 3 sizes, got {len(n)}")
+    b0 = -0.5
+    c0 = max(0.0, float(mae.min()) * 0.5)
+    a0 = max(1e-9, float((mae[0] - c0) / n[0] ** b0))
+    with warnings.catch_warnings():  # 3 points determine the fit exactly: no covariance
+        warnings.simplefilter("ignore", OptimizeWarning)
+        popt, _ = curve_fit(power_law, n, mae, p0=(a0, b0, c0), bounds=([0.0, -5.0, 0.0], [np.inf, 0.0, np.inf]),
+                            maxfev=20000)
+    return tuple(float(v) for v in popt)
+
+
+def n_for_target(a: float, b: float, c: float, target: float) -> float:
+    """Training-set size at which the fit reaches ``target`` (inf if never)."""
+    if target <= c or a <= 0 or b >= 0:
+        return math.inf
+    return float(((target - c) / a) ** (1.0 / b))
+
+
+def learning_curve(config: TrainConfig, store: str | Path, out: str | Path, sizes: list[int], *,
+                   target: float | None = None, label: str | None = None, overwrite: bool = False,
+                   progress: bool = True, address: str | None = None) -> dict[str, Any]:
+    """Train ``config`` at each N in ``sizes`` on ``store``; fit and plot; returns the summary."""
+    out = Path(out)
+    ds = DatasetStore.open(store)
+    split = make_split(ds, config.data.val_fraction, config.data.split_seed)
+    sizes = sorted({int(s) for s in sizes})
+    if not sizes or sizes[0] < config.optim.batch_size or sizes[-1] > len(split.train):
+        raise ConfigError(f"sizes {sizes} must lie in [batch size {config.optim.batch_size}, "
+                          f"training split {len(split.train)}]")
+    label = label or config.data.labels[0]
+    held = split.held_out()
+    points = []
+    for n in sizes:
+        cfg = config.model_copy(update={"data": config.data.model_copy(update={"max_train": n})})
+        res = train(cfg, store, out / f"N-{n:06d}", overwrite=overwrite, progress=progress, address=address)
+        ev = evaluate(res.model, store, None, indices=held)
+        points.append({"N": n, "mae": ev["per_label"][label]["mae"], "wall_s": res.wall_s,
+                       "epochs": res.epochs_done})
+    summary: dict[str, Any] = {"label": label, "held_out": int(len(held)), "points": points}
+    if len(points) >= 3:
+        a, b, c = fit_power_law([p["N"] for p in points], [p["mae"] for p in points])
+        summary["fit"] = {"a": a, "b": b, "c": c}
+        if target is not None:
+            summary["target"] = {"mae": target, "N": n_for_target(a, b, c, target)}
+    summary["figure"] = str(plot_learning_curve(summary, out / "learning-curve.png"))
+    (out / "learning-curve.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def plot_learning_curve(summary: dict[str, Any], path: str | Path) -> Path:
+    plt = _plt()
+    n = np.array([p["N"] for p in summary["points"]], dtype=float)
+    m = np.array([p["mae"] for p in summary["points"]])
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(n, m, "o", label="measured")
+    grid = np.logspace(np.log10(n.min()), np.log10(max(n.max(), summary.get("target", {}).get("N", 0) or 0) * 1.2
+                                                    if np.isfinite(summary.get("target", {}).get("N", np.inf)) else n.max() * 10), 100)
+    if "fit" in summary:
+        f = summary["fit"]
+        ax.plot(grid, power_law(grid, f["a"], f["b"], f["c"]), "-",
+                label=f"fit {f['a']:.3g} N^{f['b']:.3f} + {f['c']:.3g}")
+    if summary["label"] == "R":
+        ax.plot(grid, power_law(grid, *PAPER_FIT), ":", color="gray", label="seed 000 Fig. 2b (R, I, CEP)")
+    if "target" in summary:
+        ax.axhline(summary["target"]["mae"], color="k", lw=0.6, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training images N")
+    ax.set_ylabel(f"MAE of {summary['label']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
