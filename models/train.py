@@ -38,7 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from factory.config import _format_validation, apply_overrides, configs_dir, read_yaml
-from factory.errors import ConfigError, StoreError
+from factory.errors import ConfigError
 from factory.store import DatasetStore, code_version, lineage_entry
 
 from .artifact import (DESCRIPTION, OPTIMIZER, WEIGHTS, ModelError, check_compatible, load_state,
@@ -632,4 +632,4 @@ def _finish(out: Path, cfg: TrainConfig, start_epoch: int, wall: float, where: s
 
 
 __all__ = ["TrainConfig", "TrainResult", "load_train_config", "train", "train_func_per_worker", "train_presets",
-           "latest_checkpoint", "checkpoint_dirs", "StoreError"]
+           "latest_checkpoint", "checkpoint_dirs"]

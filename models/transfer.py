@@ -17,7 +17,7 @@ from factory.store import DatasetStore
 
 from .artifact import check_compatible, read_description
 from .data import make_split
-from .evaluate import evaluate, plot_pred_vs_true
+from .evaluate import evaluate
 from .train import TrainConfig, config_from_dict, train
 
 
@@ -104,4 +104,4 @@ def _figure(out: Path, ev: dict[str, Any], label: str) -> Path:
     return path
 
 
-__all__ = ["transfer", "transfer_configs", "plot_pred_vs_true"]
+__all__ = ["transfer", "transfer_configs"]
