@@ -8,8 +8,10 @@ Methods (keys of :data:`METHODS`):
   training samples are interpolated) and/or read from reference stores.
 - ``sift``: direct comparison by SIFT match counts: a test key point matches a reference if
   its nearest descriptor there is closer than ``sift_max_distance`` and passes Lowe's ratio
-  test within that reference; the reference with the most matches wins (ties: the smaller
-  mean matched distance).  ``sift+refs`` as above.
+  test within that reference, considering only reference key points within ``sift_tolerance``
+  (5 %) of the image size of it (the usual geometric check of SIFT matching; all PMDs share
+  one momentum frame; ``None`` turns it off); the reference with the most matches wins (ties:
+  the smaller mean matched distance).  ``sift+refs`` as above.
 - ``svr-hog``, ``dt-hog``, ``xgb-hog``: support vector regression (RBF kernel), a decision
   tree and gradient-boosted trees (xgboost) on HOG features (cells 16 x 32 at 128 x 256).
 - ``svr-sift``: support vector regression on a bag of visual words of SIFT descriptors.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,19 +134,24 @@ def check_labels(st: DatasetStore, labels: list[str], role: str) -> None:
                          "choose --label from those, or use a store that carries the labels")
 
 
-def training_set(path: str | Path, labels: list[str]) -> ImageSet:
-    """Done samples outside the store's test split (train + validation)."""
+def training_set(path: str | Path, labels: list[str], indices: np.ndarray | None = None) -> ImageSet:
+    """Done samples outside the store's test split (train + validation), or the given ``indices``."""
     st = DatasetStore.open(path)
     check_labels(st, labels, "training")
     done = st.done_mask()
     split = _split(st)
-    keep = done & (split != TEST) if split is not None else done
-    idx = np.flatnonzero(keep)
+    if indices is not None:
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= st.n_samples):
+            raise StoreError(f"{st.path}: sample indices must lie in 0..{st.n_samples - 1}")
+        which = f"{len(idx)} given samples"
+    else:
+        idx = np.flatnonzero(done & (split != TEST) if split is not None else done)
+        which = "samples outside the test split" if split is not None else "all done samples"
     if len(idx) < 2:
         raise StoreError(f"{st.path}: {len(idx)} done training samples (outside the test split); need at least 2")
     p = _finite_labels(st, labels, idx, "training")
-    return ImageSet(str(st.path), idx, p, tuple(st.images.shape[1:]),
-                    "samples outside the test split" if split is not None else "all done samples")
+    return ImageSet(str(st.path), idx, p, tuple(st.images.shape[1:]), which)
 
 
 def evaluation_set(path: str | Path, labels: list[str], *, same_as_train: bool = False,

@@ -173,7 +173,7 @@ def store_features(path: str | Path, indices: np.ndarray, kind: str, options: di
                    parallel: str = "auto", address: str | None = None) -> tuple[Any, float]:
     """Features of ``indices`` of the store at ``path`` in that order, and the CPU seconds spent.
 
-    ``kind``: ``hog`` -> (N, F) array; ``sift`` -> list of (k_i, 128) arrays; ``pixels`` -> (N, H, W).
+    ``kind``: ``hog`` -> (N, F) array; ``sift`` -> list of (k_i, 131) key-point arrays; ``pixels`` -> (N, H, W).
     """
     from factory.store import DatasetStore
 

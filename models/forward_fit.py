@@ -30,7 +30,6 @@ Library use::
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -504,9 +503,6 @@ def msft_config_of_store(store) -> dict[str, Any] | None:
         cfg = st.meta.get("config", {})
         if isinstance(cfg, dict) and cfg.get("kind") == "msft":
             return cfg.get("simulator")
-        sim = st.meta.get("simulator")
-        if st.kind == "msft" and isinstance(sim, dict) and sim:
-            return sim
         for src in st.meta.get("lineage", []):
             p = src.get("path")
             if p and p not in seen:
@@ -549,7 +545,7 @@ def forward_fit_store(store: str | Path, out: str | Path | None = None, *, n: in
     images = np.asarray(ds.images.get_orthogonal_selection((idx,)), dtype=np.float64)
     p = ds.params(["radius", *QUAT])
     truths = {k: v[idx] for k, v in p.items()}
-    rr = tuple(ds.meta.get("radius_range_nm") or _lineage_attr(ds, "radius_range_nm") or (30.0, 160.0))
+    rr = tuple(_radius_range(ds) or (cfg.get("radius_nm") if isinstance(cfg, dict) else None) or (30.0, 160.0))
     model = ForwardModel(cfg, shape=shape, preprocessing=pre, coords=coords, radius_range=rr)
     rep = forward_fit(images, model, settings, truths=truths, out=out, network=network, progress=progress)
     rep["store"] = str(ds.path)
@@ -559,17 +555,21 @@ def forward_fit_store(store: str | Path, out: str | Path | None = None, *, n: in
     return rep
 
 
-def _lineage_attr(ds, key: str):
+def _radius_range(ds):
+    """The radius range the store's simulator sampled (its attributes, else its sources')."""
     from factory.store import DatasetStore
 
+    sim = ds.meta.get("simulator")
+    if isinstance(sim, dict) and sim.get("radius_range_nm"):
+        return sim["radius_range_nm"]
+    if ds.meta.get("radius_range_nm"):
+        return ds.meta["radius_range_nm"]
     for src in ds.meta.get("lineage", []):
         try:
             st = DatasetStore.open(src.get("path"))
         except (StoreError, TypeError):
             continue
-        if key in st.meta:
-            return st.meta[key]
-        v = _lineage_attr(st, key)
+        v = _radius_range(st)
         if v is not None:
             return v
     return None

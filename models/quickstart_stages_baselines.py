@@ -2,17 +2,20 @@
 
 ``stage_baselines(ctx) -> str`` (a :class:`factory.quickstart.Context`) reads, when present:
 
-- ``ctx.stores["pmd-net"]``: the network-ready unshifted PMD store (its non-test samples train
-  the classical methods) and ``ctx.stores["pmd-net-test"]``: the unshifted test store (else
-  the test split of ``pmd-net``);
+- the network-ready unshifted PMD store: the first of ``ctx.stores["pmd-net"]``,
+  ``["tdse-net"]``, ``["pmd2d"]``, ``["pmd"]`` (the keys the PMD CNN stage looks for), and
+  ``ctx.stores["pmd-net-test"]``, an unshifted test store;
 - ``ctx.stores["pmd-shift-<name>"]`` for ``name`` in focal, large-R, alpha, cep, heh: shifted
-  test stores, preprocessed like ``pmd-net``;
-- ``ctx.stores["pmd-cnn-model"]``: the CNN trained on ``pmd-net`` (a model folder), and
-  ``ctx.stores["pmd-transfer-<name>"]``: transfer-learned models per shifted set.
+  test stores, preprocessed like the PMD store;
+- the CNN: ``ctx.stores["pmd-cnn-model"]`` (a model folder), else ``OUT/train-pmd-cnn/model``
+  (the PMD CNN stage's) when it was trained on that PMD store; ``ctx.stores["pmd-transfer-<name>"]``:
+  transfer-learned models per shifted set.
 
-Without ``pmd-net`` it builds PMD-like synthetic stores (:mod:`models.shifted_synthetic`; no
-CNN).  The quick methods run (direct comparison by MSE, SVM/DT/XGBoost on HOG); SIFT, the
-slowest, is left to ``factory table``.  About a minute at ``small`` on 2 cores.
+Samples: without a test store or test split, the alternatives train on the CNN's training
+split and everything is scored on the CNN's held-out samples (its split settings; 80/20 without
+a CNN).  Without a PMD store it builds PMD-like synthetic stores (:mod:`models.shifted_synthetic`;
+no CNN).  The quick methods run (direct comparison by MSE, SVM/DT/XGBoost on HOG); SIFT, the
+slowest, is left to ``factory table``.  About half a minute at ``small`` on 2 cores.
 """
 
 from __future__ import annotations
@@ -22,25 +25,58 @@ from pathlib import Path
 
 QUICK_METHODS = ["mse", "svr-hog", "dt-hog", "xgb-hog"]
 SHIFT_KEYS = ["focal", "large-R", "alpha", "cep", "heh"]
+PMD_KEYS = ["pmd-net", "tdse-net", "pmd2d", "pmd"]
 SYNTHETIC = {"tiny": dict(n_train=80, n_test=24, n_shift=30, shape=(32, 64)),
              "small": dict(n_train=240, n_test=60, n_shift=60, shape=(64, 128)),
              "paper": dict(n_train=2250, n_test=750, n_shift=750, shape=(128, 256))}
 
 
+def _cnn_for(ctx, stores: dict[str, Path], train: Path) -> Path | None:
+    """The PMD CNN of this run, if it was trained on ``train``."""
+    from factory.store import DatasetStore
+
+    from .artifact import ModelError, read_description
+
+    cand = stores.get("pmd-cnn-model") or Path(ctx.out) / "train-pmd-cnn" / "model"
+    try:
+        desc = read_description(cand)
+    except ModelError:
+        return None
+    same = desc.get("training_set", {}).get("config_hash") == DatasetStore.open(train).config_hash
+    return Path(cand) if same and desc.get("task") == "regress" and "R" in desc.get("labels", []) else None
+
+
 def stage_baselines(ctx) -> str:
     from .baselines import BaselineOptions
-    from .table import transferability_table
+    from .table import markdown_table, transferability_table
 
     t0 = time.perf_counter()
     out = Path(ctx.out) / "table"
     stores = {k: Path(v) for k, v in ctx.stores.items()}
     opts = BaselineOptions(parallel="auto")
-    if "pmd-net" in stores:
-        source = "the quickstart's TDSE stores"
+    train_key = next((k for k in PMD_KEYS if k in stores), None)
+    if train_key is not None:
+        from factory.processing.steps import read_split
+        from factory.store import DatasetStore
+
+        from .artifact import read_description
+        from .data import make_split
+
+        train = stores[train_key]
+        source = f"`{train.name}`"
         shifted = {k: stores[f"pmd-shift-{k}"] for k in SHIFT_KEYS if f"pmd-shift-{k}" in stores}
         transfer = {k: stores[f"pmd-transfer-{k}"] for k in SHIFT_KEYS if f"pmd-transfer-{k}" in stores and k in shifted}
-        kw = dict(train_store=stores["pmd-net"], test_store=stores.get("pmd-net-test"), shifted=shifted,
-                  cnn_model=stores.get("pmd-cnn-model"), transfer_models=transfer)
+        cnn = _cnn_for(ctx, stores, train)
+        kw = dict(train_store=train, test_store=stores.get("pmd-net-test"), shifted=shifted, cnn_model=cnn,
+                  transfer_models=transfer)
+        ds = DatasetStore.open(train)
+        split = read_split(ds)
+        if "pmd-net-test" not in stores and (split is None or not (split == 2).any()):
+            sp = read_description(cnn)["training_set"]["split"] if cnn else {}
+            s = make_split(ds, sp.get("val_fraction") or 0.2, sp.get("seed") or 0)
+            kw.update(train_indices=s.train, test_indices=s.held_out())
+            source += f" ({len(s.train)} training samples, {len(s.held_out())} held out" + \
+                      (", as the CNN's split)" if cnn else ")")
     else:
         from .shifted_synthetic import make_table_stores
 
@@ -48,11 +84,9 @@ def stage_baselines(ctx) -> str:
         made = make_table_stores(Path(ctx.out) / "pmd-like", **size)
         ctx.stores["pmd-like-train"] = Path(made["train"])
         source = (f"PMD-like synthetic stores ({size['n_train']} training, {size['n_test']} test, {size['n_shift']} per "
-                  f"shifted set, {size['shape'][0]} x {size['shape'][1]}; no TDSE store in this run)")
+                  f"shifted set, {size['shape'][0]} x {size['shape'][1]}; no processed PMD store in this run)")
         kw = dict(train_store=made["train"], test_store=made["test"], shifted=made["shifted"])
     res = transferability_table(**kw, methods=QUICK_METHODS, options=opts, out=out, progress=False)
-    from .table import markdown_table
-
     dt = time.perf_counter() - t0
     return ("## Classical baselines and the transferability table (seed 000 Sec. V, Table I)\n\n"
             f"On {source}; {dt:.0f} s. Regenerate with `factory table CONFIG --out DIR` (all methods, SIFT "

@@ -112,8 +112,13 @@ def transferability_table(train_store: str | Path, test_store: str | Path | None
                           shifted: dict[str, str | Path] | None = None, *, cnn_model: str | Path | None = None,
                           transfer_models: dict[str, str | Path] | None = None, references: list[str | Path] = (),
                           methods: list[str] | None = None, label: str = "R", options: BaselineOptions | None = None,
-                          out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Score every method on the unshifted and the shifted test sets; write table.md/.csv/.json into ``out``."""
+                          out: str | Path | None = None, progress: bool = False,
+                          train_indices: np.ndarray | None = None,
+                          test_indices: np.ndarray | None = None) -> dict[str, Any]:
+    """Score every method on the unshifted and the shifted test sets; write table.md/.csv/.json into ``out``.
+
+    ``train_indices`` / ``test_indices`` select the unshifted training and test samples explicitly
+    (e.g. a CNN's own training and held-out samples of a store without a test split)."""
     t_all = time.perf_counter()
     methods = list(methods or DEFAULT_METHODS)
     opts = options or BaselineOptions()
@@ -124,9 +129,12 @@ def transferability_table(train_store: str | Path, test_store: str | Path | None
         raise ConfigError(f"transfer-learned models for {orphan} but no shifted store of that name; "
                           f"shifted sets: {sorted(shifted)}")
     # -- refuse bad input before any work
-    train = training_set(train_store, [label])
+    train = training_set(train_store, [label], indices=train_indices)
     same = test_store is None or Path(test_store).resolve() == Path(train_store).resolve()
-    sets: dict[str, ImageSet] = {"unshifted": evaluation_set(test_store or train_store, [label], same_as_train=same)}
+    sets: dict[str, ImageSet] = {"unshifted": evaluation_set(test_store or train_store, [label], same_as_train=same,
+                                                             indices=test_indices)}
+    if same and train_indices is not None and test_indices is not None and np.intersect1d(train_indices, test_indices).size:
+        raise ConfigError("the training and test samples overlap; pass disjoint train_indices and test_indices")
     notes: list[str] = []
     for name, path in shifted.items():
         idx, why = _shifted_samples(path, label, transfer_models.get(name))

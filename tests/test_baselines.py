@@ -163,3 +163,9 @@ def test_table_config_file_and_its_errors(stores, table_inputs, tmp_path):
         load_table_config(cfg)
     with pytest.raises(ConfigError, match="no shifted store"):
         transferability_table(stores["train"], stores["test"], {}, transfer_models={"alpha": table_inputs["cnn"]})
+    with pytest.raises(ConfigError, match="overlap"):  # explicit samples (a store without a test split)
+        transferability_table(stores["train"], methods=["mse"], train_indices=np.arange(0, 60),
+                              test_indices=np.arange(50, 96))
+    res = transferability_table(stores["train"], methods=["mse"], train_indices=np.arange(0, 70),
+                                test_indices=np.arange(70, 96), options=LOCAL)
+    assert res["n_train"] == 70 and res["sets"]["unshifted"]["samples"] == 26

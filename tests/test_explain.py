@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from factory.errors import StoreError
-from factory.store import DatasetStore
 from models.artifact import ModelError
 from models.explain import (Explained, attribute, dictionary_classify, explain_store, occlusion_dictionary,
                             random_masks)

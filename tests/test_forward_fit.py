@@ -126,3 +126,27 @@ def test_baselines_ray_tasks_give_the_same_features_and_comparisons(ray_local, t
     m = DirectMSE().fit(train.images(), train.labels)
     x = evaluation_set(te.path, ["R"]).images()
     assert np.array_equal(m.nearest(x, parallel="local"), m.nearest(x, parallel="ray"))
+
+
+def test_store_images_raw_and_processed_find_their_simulator(tmp_path):
+    """The MSFT settings come from the store (or, for a processed store, its lineage); few iterations only."""
+    from factory.msft.simulator import resolve_config
+    from factory.processing.steps import preprocess_store
+    from factory.simulators import Coord
+    from factory.store import DatasetStore
+
+    cfg = resolve_config("tiny")
+    fm = ForwardModel(cfg)
+    images, truth = simulate_targets(fm, 2, seed=9)
+    q = np.linspace(-0.23, 0.23, 64)
+    raw = DatasetStore.create(tmp_path / "raw.zarr", kind="msft", n_samples=2, chunk=2,
+                              coords=(Coord("qy", q, "1/nm"), Coord("qx", q, "1/nm")),
+                              param_names=["radius", "q0", "q1", "q2", "q3"], config_hash="raw-ff",
+                              config={"kind": "msft", "simulator": cfg.model_dump(mode="json")},
+                              extra_attrs={"simulator": {"radius_range_nm": [30.0, 160.0]}})
+    raw.write_block(0, images.astype(np.float32), truth)
+    preprocess_store([raw.path], tmp_path / "net.zarr", mode="scatter", progress=False)
+    quick = FitSettings(starts=1, iterations=3, parallel="local")
+    for path in (raw.path, tmp_path / "net.zarr"):
+        rep = forward_fit_store(path, n=1, settings=quick)
+        assert rep["forward_model"]["radius_range"] == [30.0, 160.0] and len(rep["fits"]) == 1
