@@ -144,7 +144,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, FFT threads {fb.fftw_threads()}, numpy {np.__version__}, load average {load:.1f}")
     for preset in args.grids:
         g = Grid(**PRESETS[preset]["grid"])
-        steps = args.steps or (40 if g.nx * g.ny < 1 << 21 else 3)
+        steps = args.steps or (40 if g.nx * g.ny < 1 << 21 else 5)
         res = bench(preset, steps, args.repeats, args.backends, naive=True)
         print(f"\n## {preset}: {g.nx} x {g.ny}, complex128, batch 1, mask + accumulation every step, {steps} steps x best of {args.repeats}")
         for be in args.backends:

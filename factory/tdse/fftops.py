@@ -87,8 +87,6 @@ class NumpyOps:
         """exp(i arg) of a small float64 array (computed in double), in the working dtype."""
         return np.exp(1j * arg).astype(self.dtype, copy=False)
 
-    def conj(self, a):
-        return np.conj(a)
 
     def synchronize(self) -> None:
         pass
@@ -119,6 +117,14 @@ class NumpyOps:
         def fn(b, r0, r1):
             blk = a[b, r0:r1]
             np.multiply(blk, _pick(w, b)[r0:r1], out=blk)
+
+        self._run(fn)
+
+    def mul_conj(self, a, w) -> None:
+        """a *= conj(w)."""
+        def fn(b, r0, r1):
+            blk = a[b, r0:r1]
+            np.multiply(blk, np.conj(_pick(w, b)[r0:r1]), out=blk)
 
         self._run(fn)
 
@@ -174,14 +180,15 @@ class FFTWOps(NumpyOps):
 
     name = "fftw"
 
-    def __init__(self, shape, dtype=np.complex128, threads: int | None = None, buffers: int = 2):
+    def __init__(self, shape, dtype=np.complex128, threads: int | None = None, buffers: int = 2,
+                 effort: str | None = None):
         super().__init__(shape, dtype, threads)
         import pyfftw
 
         _backend.setup_pyfftw()
         nb, ny, nx = self.shape
         fft_threads = (threads or _backend.fftw_threads()) if nb * ny * nx >= _PARALLEL_MIN else 1
-        effort = pyfftw.config.PLANNER_EFFORT
+        effort = effort or pyfftw.config.PLANNER_EFFORT
         self._bufs = []
         self._plans = {}
         for _ in range(buffers):
@@ -258,8 +265,6 @@ class TorchOps:
     def expi(self, arg):
         return self.torch.polar(self.torch.ones_like(arg), arg).to(self.dtype)
 
-    def conj(self, a):
-        return a.conj().resolve_conj()
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -273,6 +278,9 @@ class TorchOps:
 
     def mul(self, a, w) -> None:
         a.mul_(w)
+
+    def mul_conj(self, a, w) -> None:
+        a.mul_(w.conj())
 
     def kinetic(self, a, ty, tx) -> None:
         a.mul_(ty[None, :, None] * tx[:, None, :])
@@ -290,13 +298,18 @@ class TorchOps:
         return (a.real.square() + a.imag.square()).sum(dim=(-2, -1)).double().cpu().numpy()
 
 
-def make_ops(backend: str, shape: tuple[int, int, int], dtype=np.complex128, device: str | None = None):
-    """Kernels for ``backend`` ('auto' resolved by factory.backend) on (B, Ny, Nx) arrays."""
+def make_ops(backend: str, shape: tuple[int, int, int], dtype=np.complex128, device: str | None = None,
+             buffers: int = 2, quick_plan: bool = False):
+    """Kernels for ``backend`` ('auto' resolved by factory.backend) on (B, Ny, Nx) arrays.
+
+    pyFFTW gets ``buffers`` planned buffers; ``quick_plan`` plans with FFTW_ESTIMATE (short runs
+    such as the ground state, where measuring plans would cost more than it saves).
+    """
     name = _backend.resolve(backend)
     if name == "torch":
         return TorchOps(shape, dtype, device)
     if name == "fftw":
-        return FFTWOps(shape, dtype)
+        return FFTWOps(shape, dtype, buffers=buffers, effort="FFTW_ESTIMATE" if quick_plan else None)
     return NumpyOps(shape, dtype)
 
 

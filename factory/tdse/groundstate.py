@@ -62,7 +62,7 @@ def imaginary_time(
     """Relax ``psi`` to the lowest state of H = -nabla^2/2 + V of its symmetry class."""
     if dtau <= 0:
         raise ValueError(f"groundstate dtau = {dtau!r}: must be > 0")
-    ops = make_ops(backend, (1, *grid.shape))
+    ops = make_ops(backend, (1, *grid.shape), buffers=1, quick_plan=True)
     vh_np = np.exp(-0.5 * dtau * V)
     vh, vf = ops.asarray(vh_np[None]), ops.asarray((vh_np * vh_np)[None])
     n_tot = grid.nx * grid.ny

@@ -83,9 +83,9 @@ class Propagator:
         self.backend = ops.name
 
         # real-space factors (merged half steps, mask folded in); exp(-i V dt/2) itself is only
-        # needed at the ends of a run and is recomputed there instead of being stored
-        self._V = V
+        # needed at the two ends of a run
         vh = np.exp(-0.5j * self.dt * V)
+        self._vh = ops.asarray(vh)
         self._Vf = ops.asarray(vh * vh)
         if mask is not None:
             m = np.asarray(mask, dtype=np.float64) ** self.mask_every
@@ -142,9 +142,8 @@ class Propagator:
         a_host = self._a_mid(self.step_index, n)
         alpha_host = self.alpha[:, None] + np.cumsum(a_host, axis=1) * dt  # excursion after each step
         a_dev, alpha_dev = ops.real64(a_host.T.copy()), ops.real64(alpha_host.T.copy())  # (n, B)
-        vh = ops.asarray(np.exp(-0.5j * dt * self._V))
         psi = self.psi
-        ops.mul(psi, vh)  # leading half step; later half steps are merged into Vf / MVf
+        ops.mul(psi, self._vh)  # leading half step; later half steps are merged into Vf / MVf
         for i in range(n):
             psi = ops.fft(psi)
             tx = ops.expi(-dt * (self._kx2[None, :] + a_dev[i][:, None] * self._kx[None, :]))
@@ -163,7 +162,7 @@ class Propagator:
                     ops.mul(psi, self._MVf)
             else:
                 ops.mul(psi, self._Vf)
-        ops.mul(psi, ops.conj(vh))  # undo the next step's leading half: psi at the step boundary
+        ops.mul_conj(psi, self._vh)  # undo the next step's leading half: psi at the step boundary
         self.alpha = alpha_host[:, -1].copy()
         self.psi = psi
         ops.synchronize()
