@@ -73,7 +73,7 @@ def run_block(config_data: dict[str, Any], path: str, start: int, stop: int, thr
     t0 = time.perf_counter()
     images, labels, diags = compute_block(config, start, stop)
     t1 = time.perf_counter()
-    DatasetStore.open(path, mode="r+").write_block(start, images, labels, diags)
+    DatasetStore.cached(path, mode="r+").write_block(start, images, labels, diags)
     return {"start": start, "stop": stop, "compute_s": t1 - t0, "write_s": time.perf_counter() - t1}
 
 

@@ -18,6 +18,7 @@ new one, never a torn file, and ``done`` is never set for data that is not on di
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import os
 import shutil
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync as zarr_sync
 
 from . import __version__
 from .errors import StoreError
@@ -72,12 +74,29 @@ class Damage:
     reason: str
 
 
+def _write_all(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
+    """Write several arrays concurrently on zarr's own event-loop thread (one round trip instead
+    of one per array; safe inside notebooks, unlike asyncio.run); returns when all are stored."""
+    async def all_writes() -> None:
+        await asyncio.gather(*(arr._async_array.setitem(sel, value) for arr, sel, value in writes))
+
+    if all(hasattr(arr, "_async_array") for arr, _, _ in writes):
+        zarr_sync(all_writes())
+    else:  # another zarr layout: one synchronous write after the other
+        for arr, sel, value in writes:
+            arr[sel] = value
+
+
+_HANDLES: dict[tuple[str, str], tuple[int, "DatasetStore"]] = {}
+
+
 class DatasetStore:
     """A Zarr v3 dataset group.  Create with :meth:`create`, open with :meth:`open`."""
 
     def __init__(self, path: Path, group: zarr.Group):
         self.path = Path(path)
         self.group = group
+        self._arrays: dict[str, zarr.Array] = {}  # opened handles (each open reads zarr.json)
         meta = group.attrs.get(ATTR)
         if not isinstance(meta, dict) or "schema_version" not in meta:
             raise StoreError(f"{path}: not a factory dataset store (no '{ATTR}' attributes)")
@@ -184,6 +203,24 @@ class DatasetStore:
             raise StoreError(f"{path}: cannot open as a Zarr v3 group ({exc})") from None
         return cls(path, group)
 
+    @classmethod
+    def cached(cls, path: str | Path, mode: str = "r") -> "DatasetStore":
+        """A handle reused by the tasks of one process (opening a store and its arrays reads
+        their metadata files: tens of ms per chunk otherwise).  Re-opened when the store's
+        zarr.json changes (recreated, attributes updated)."""
+        path = Path(path).resolve()
+        try:
+            stamp = (path / "zarr.json").stat().st_mtime_ns
+        except OSError:
+            raise StoreError(f"{path}: no dataset store there (missing zarr.json)") from None
+        key = (str(path), mode)
+        hit = _HANDLES.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = _HANDLES[key] = (stamp, cls.open(path, mode))
+            while len(_HANDLES) > 64:
+                _HANDLES.pop(next(iter(_HANDLES)))
+        return hit[1]
+
     # -- description -------------------------------------------------------------
     @property
     def n_samples(self) -> int:
@@ -209,9 +246,16 @@ class DatasetStore:
     def diagnostic_names(self) -> list[str]:
         return list(self.meta.get("diagnostic_names", []))
 
+    def array(self, name: str) -> zarr.Array:
+        """The array at ``name`` ('images', 'params/R', ...), opened once per handle."""
+        arr = self._arrays.get(name)
+        if arr is None:
+            arr = self._arrays[name] = self.group[name]
+        return arr
+
     @property
     def images(self) -> zarr.Array:
-        return self.group["images"]
+        return self.array("images")
 
     def coords(self) -> dict[str, np.ndarray]:
         return {d: self.group[d][:] for d in self.meta["image_dims"][1:]}
@@ -222,17 +266,17 @@ class DatasetStore:
         return [(s, min(s + c, n)) for s in range(0, n, c)]
 
     def done_mask(self) -> np.ndarray:
-        return np.asarray(self.group["done"][:], dtype=bool)
+        return np.asarray(self.array("done")[:], dtype=bool)
 
     def missing_blocks(self) -> list[tuple[int, int]]:
         done = self.done_mask()
         return [(s, e) for s, e in self.blocks() if not done[s:e].all()]
 
-    def params(self, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        return {n: self.group["params"][n][:] for n in (names or self.param_names)}
+    def params(self, names: list[str] | None = None, rows: slice = slice(None)) -> dict[str, np.ndarray]:
+        return {n: self.array(f"params/{n}")[rows] for n in (names or self.param_names)}
 
     def diagnostics(self) -> dict[str, np.ndarray]:
-        return {n: self.group["diagnostics"][n][:] for n in self.diagnostic_names}
+        return {n: self.array(f"diagnostics/{n}")[:] for n in self.diagnostic_names}
 
     # -- writing -----------------------------------------------------------------
     def write_block(
@@ -268,14 +312,15 @@ class DatasetStore:
                 v = np.asarray(values[n], dtype=np.float64)
                 if v.shape != (stop - start,) or not np.isfinite(v).all():
                     raise StoreError(f"{self.path}: {sub}/{n} of block [{start}, {stop}) is not finite/shaped")
-        self.images[start:stop] = images.astype(self.images.dtype, copy=False)
+        writes = [(self.images, images.astype(self.images.dtype, copy=False))]
         for sub, names, values in (
             ("params", self.param_names, params),
             ("diagnostics", self.diagnostic_names, diagnostics),
         ):
-            for n in names:
-                self.group[sub][n][start:stop] = np.asarray(values[n], dtype=np.float64)
-        self.group["done"][start:stop] = True
+            writes += [(self.array(f"{sub}/{n}"), np.asarray(values[n], dtype=np.float64)) for n in names]
+        sel = slice(start, stop)
+        _write_all([(arr, sel, v) for arr, v in writes])
+        _write_all([(self.array("done"), sel, np.ones(stop - start, dtype=bool))])  # only after the rest
 
     def update_meta(self, **items: Any) -> None:
         """Driver only: merge items into the store's attributes."""

@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
-import scipy.sparse.linalg as sla
 
 from factory.tdse import (
     Grid,
@@ -24,19 +22,9 @@ from factory.tdse import (
 )
 from factory.tdse.api import refined
 from factory.tdse.groundstate import energy
+from factory.tdse.reference import fd_ground_energy
 
 BACKENDS = ["numpy", "fftw", "torch"]
-
-
-def fd_ground_energy(molecule, R, alpha, h=0.2, L=15.0):
-    """Independent reference: 4th-order finite differences + scipy.sparse eigsh (Dirichlet box)."""
-    x = -L + h * np.arange(1, int(round(2 * L / h)))
-    m = len(x)
-    c = {0: -5 / 2, 1: 4 / 3, 2: -1 / 12}
-    D = sp.diags([c[abs(k)] * np.ones(m - abs(k)) for k in range(-2, 3)], list(range(-2, 3))) / h**2
-    eye = sp.identity(m)
-    H = -0.5 * (sp.kron(eye, D) + sp.kron(D, eye)) + sp.diags(potential(molecule, R, alpha, x, x).ravel())
-    return float(sla.eigsh(H.tocsc(), k=1, sigma=-2.5, which="LM", return_eigenvectors=False)[0])
 
 
 # -- ground state ---------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def open_or_create(
 
 def _write(block_fn: BlockFn, path: str, start: int, stop: int) -> int:
     images, params, diags = block_fn(start, stop)
-    DatasetStore.open(path, mode="r+").write_block(start, images, params, diags)
+    DatasetStore.cached(path, mode="r+").write_block(start, images, params, diags)
     return stop - start
 
 

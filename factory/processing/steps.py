@@ -94,7 +94,7 @@ def read_images(paths: list[str], offsets: np.ndarray, index: np.ndarray) -> np.
         sel = (index >= offsets[k]) & (index < offsets[k + 1])
         if not sel.any():
             continue
-        arr = DatasetStore.open(path).images
+        arr = DatasetStore.cached(path).images
         local = index[sel] - offsets[k]
         order = np.argsort(local)
         block = arr.get_orthogonal_selection((local[order],))
@@ -123,11 +123,11 @@ class FocalBlock:
     keep: tuple[str, ...]
 
     def __call__(self, start: int, stop: int):
-        src = DatasetStore.open(self.path)
+        src = DatasetStore.cached(self.path)
         n = self.ladder
         imgs = src.images[start * n: stop * n].astype(np.float64)
         imgs = imgs.reshape(stop - start, n, *imgs.shape[1:])
-        p = {k: v[start * n: stop * n].reshape(stop - start, n) for k, v in src.params().items()}
+        p = {k: v.reshape(stop - start, n) for k, v in src.params(rows=slice(start * n, stop * n)).items()}
         out = np.empty((stop - start, *imgs.shape[2:]))
         tails = np.empty(stop - start)
         for g in range(stop - start):
@@ -367,7 +367,7 @@ class AugmentBlock:
     labels: dict[str, np.ndarray]
 
     def __call__(self, start: int, stop: int):
-        src = DatasetStore.open(self.path)
+        src = DatasetStore.cached(self.path)
         idx = self.source_index[start:stop]
         uniq, inv = np.unique(idx, return_inverse=True)
         imgs = src.images.get_orthogonal_selection((uniq,))[inv]
