@@ -28,17 +28,20 @@ from scipy import sparse
 NAMES = ("pmd2d", "pmd1d", "scatter")
 
 
-def _log_relative(image: np.ndarray, floor: float, is_log: bool = False) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float64)
+def _log_relative(image: np.ndarray, floor: float, is_log: bool = False, peak: float | None = None) -> np.ndarray:
+    """log10(I / max I) clipped below at ``floor`` (float64); zeros and negatives give ``floor``.
+    ``peak``: max I when ``image`` is a cut-out of the frame."""
+    image = np.asarray(image)
+    peak = float(image.max()) if peak is None else float(peak)
     if is_log:
-        w = image - image.max()
+        w = image.astype(np.float64) - peak
     else:
-        peak = image.max()
         if not peak > 0:
             raise ValueError("image has no positive value; cannot take log10(P / max P)")
-        with np.errstate(divide="ignore"):
-            w = np.log10(np.maximum(image, 0.0) / peak)
-    return np.maximum(w, floor)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.log10(image, dtype=np.float64)
+        w -= np.log10(peak)
+    return np.fmax(w, floor, out=w)  # fmax: NaN (log of a negative) -> floor
 
 
 def _keys(t: np.ndarray, a: float = -0.5) -> np.ndarray:
@@ -63,11 +66,28 @@ def _cubic_matrix(first: float, step: float, n_in: int, new: tuple[float, ...]) 
     return m.tocsr()
 
 
+@functools.lru_cache(maxsize=64)
+def _cubic_support(first: float, step: float, n_in: int, new: tuple[float, ...]) -> tuple[int, int, sparse.csr_matrix]:
+    """The input samples [lo, hi) the resampling to ``new`` reads, and its matrix on them only."""
+    m = _cubic_matrix(first, step, n_in, new)
+    lo, hi = int(m.indices.min()), int(m.indices.max()) + 1
+    return lo, hi, m[:, lo:hi].tocsr()
+
+
+def _plan(y: np.ndarray, x: np.ndarray, ny: np.ndarray, nx: np.ndarray):
+    ky = (float(y[0]), float(y[1] - y[0]), len(y), tuple(np.round(ny, 12)))
+    kx = (float(x[0]), float(x[1] - x[0]), len(x), tuple(np.round(nx, 12)))
+    return _cubic_support(*ky), _cubic_support(*kx)
+
+
 def _resample(img: np.ndarray, y: np.ndarray, x: np.ndarray, ny: np.ndarray, nx: np.ndarray) -> np.ndarray:
     """Separable bicubic resampling of ``img`` on uniform axes (y, x) to the points (ny, nx)."""
-    wy = _cubic_matrix(float(y[0]), float(y[1] - y[0]), len(y), tuple(np.round(ny, 12)))
-    wx = _cubic_matrix(float(x[0]), float(x[1] - x[0]), len(x), tuple(np.round(nx, 12)))
-    return np.asarray((wx @ (wy @ img).T).T)
+    (y0, y1, wy), (x0, x1, wx) = _plan(y, x, ny, nx)
+    return _resample_cut(img[y0:y1, x0:x1], wy, wx)
+
+
+def _resample_cut(cut: np.ndarray, wy: sparse.csr_matrix, wx: sparse.csr_matrix) -> np.ndarray:
+    return np.asarray((wx @ (wy @ cut).T).T)
 
 
 def signal_window(image: np.ndarray, ky: np.ndarray, kx: np.ndarray, floor: float) -> list[float]:
@@ -132,14 +152,16 @@ def apply(desc: dict[str, Any], image: np.ndarray, coords: dict[str, np.ndarray]
     if name == "pmd2d":
         ky, kx = coords["ky"], coords["kx"]
         floor = desc["log_floor"]
-        w = _log_relative(image, floor)
         if desc["window"] == "global":
             y0, y1 = desc["ky_range"]
             x0, x1 = desc["kx_range"]
         else:
             y0, y1, x0, x1 = signal_window(image, ky, kx, floor)
         h, wd = desc["out_shape"]
-        out = _resample(w, ky, kx, np.linspace(y0, y1, h), np.linspace(x0, x1, wd))
+        (r0, r1, wy), (c0, c1, wx) = _plan(ky, kx, np.linspace(y0, y1, h), np.linspace(x0, x1, wd))
+        # only the pixels the resampling reads are taken to log scale (relative to the frame's peak)
+        w = _log_relative(image[r0:r1, c0:c1], floor, peak=image.max())
+        out = _resample_cut(w, wy, wx)
         lo, hi = desc["scale"]
         return np.clip((out - floor) / -floor * (hi - lo) + lo, lo, hi).astype(np.float32)
     if name == "pmd1d":
