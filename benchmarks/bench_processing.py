@@ -6,7 +6,7 @@ workers' memory limit.
     python benchmarks/bench_processing.py --big-gb 4      # + 4 GB store, 1 GB dask.distributed limit
 
 Inputs are synthetic PMD-like ladders on a 512 x 512 (ky, kx) grid (the physics is not what is
-timed here).  The plain loop reads the same Zarr images one chunk at a time and applies the
+timed here).  Each step runs with its default output chunk (what a user gets).  The plain loop reads the same Zarr images one chunk at a time and applies the
 same pure functions with numpy, single-threaded, without Dask or writing.
 """
 
@@ -74,13 +74,13 @@ def step_throughput(tmp: Path, workers: int) -> list[tuple[str, int, float, floa
         for g in range(0, e - s, ladder):
             focal.focal_average(imgs[g:g + ladder], p["intensity"][s + g:s + g + ladder] / p["I0"][s + g])
     t_plain = plain_loop(raw, focal_loop)
-    t_dask = timed(lambda: focal_average_store(raw.path, tmp / "focal.zarr", chunk=1, workers=workers, progress=False))
+    t_dask = timed(lambda: focal_average_store(raw.path, tmp / "focal.zarr", workers=workers, progress=False))
     rows.append(("focal-average (10-point ladders)", raw.n_samples, t_plain, t_dask))
 
     rep = focal_average_store(raw.path, tmp / "focal.zarr", progress=False)  # resume: nothing to do
     assert rep.blocks_computed == 0
     t_interp = timed(lambda: interpolate_store([tmp / "focal.zarr"], tmp / "interp.zarr", axes=["R", "I0"],
-                                               samples=200, chunk=10, workers=workers, progress=False))
+                                               samples=200, workers=workers, progress=False))
     fst = DatasetStore.open(tmp / "focal.zarr")
     from factory.processing.interpolate import interpolation_weights
     targets = DatasetStore.open(tmp / "interp.zarr").params()
@@ -91,7 +91,7 @@ def step_throughput(tmp: Path, workers: int) -> list[tuple[str, int, float, floa
     rows.append(("interpolate (Delaunay, 24 -> 200)", 200, t_plain, t_interp))
 
     desc_src = tmp / "raw.zarr"
-    t_dask = timed(lambda: preprocess_store([desc_src], tmp / "net.zarr", mode="pmd2d", chunk=10, workers=workers,
+    t_dask = timed(lambda: preprocess_store([desc_src], tmp / "net.zarr", mode="pmd2d", workers=workers,
                                             progress=False))
     desc = DatasetStore.open(tmp / "net.zarr").meta["preprocessing"]
     t_plain = plain_loop(raw, lambda imgs, s, e: [preprocess.apply(desc, im, coords) for im in imgs])
@@ -100,7 +100,7 @@ def step_throughput(tmp: Path, workers: int) -> list[tuple[str, int, float, floa
     net = DatasetStore.open(tmp / "net.zarr", mode="r+")
     from factory.processing.steps import write_split
     write_split(net, np.zeros(net.n_samples, np.int8))
-    t_dask = timed(lambda: augment_store(tmp / "net.zarr", tmp / "aug.zarr", factor=11, chunk=55, workers=workers,
+    t_dask = timed(lambda: augment_store(tmp / "net.zarr", tmp / "aug.zarr", factor=11, workers=workers,
                                          progress=False))
     def aug_loop(imgs, s, e):
         for j, im in enumerate(imgs):

@@ -57,7 +57,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(kind: str, frames: int, batch: int, replicas: int, tmp: Path) -> dict:
+def run(kind: str, frames: int, batch: int, replicas: int, tmp: Path, workers: int = 0, rate: float | None = None) -> dict:
     folder, frame = make_model(tmp / kind, kind)
     port = free_port()
     push = zmq.Context.instance().socket(zmq.PUSH)
@@ -66,13 +66,16 @@ def run(kind: str, frames: int, batch: int, replicas: int, tmp: Path) -> dict:
     msg = encode_simple(0, frame)
 
     def send():
+        t_start = time.perf_counter()
         for i in range(frames):
+            if rate:  # paced like a detector; otherwise as fast as the predictor takes them
+                time.sleep(max(0.0, t_start + i / rate - time.perf_counter()))
             push.send_multipart([encode_simple(i, frame)[0], msg[1]])
 
     src = ZmqSource(f"tcp://127.0.0.1:{port}", pattern="PULL", protocol="simple")
     runner = StreamPredictor(str(folder), src, [], StreamOptions(batch_size=batch, max_latency_ms=20,
                                                                  queue_size=4 * batch, max_frames=frames,
-                                                                 replicas=replicas))
+                                                                 replicas=replicas, workers=workers))
     t = threading.Thread(target=send)
     t.start()
     summary = runner.run()
@@ -86,16 +89,29 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--replicas", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=0, help="in-process worker threads (0: auto)")
+    ap.add_argument("--kinds", nargs="+", default=["pmd-cnn", "resnet-tanh"])
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-          f"{torch.get_num_threads()}, device {dev}, batch {args.batch}, replicas {args.replicas}")
-    for kind in ("pmd-cnn", "resnet-tanh"):
+          f"{torch.get_num_threads()}, device {dev}, batch {args.batch}, replicas {args.replicas}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+    def show(label, s):
+        print(f"  {label:44s} {s['predicted']:6d} frames {s['rate']:8.1f} frames/s  latency p50 {s['p50_ms']:7.1f} ms"
+              f"  p99 {s['p99_ms']:7.1f} ms  balanced={s['balanced']}")
+
+    for kind in args.kinds:
         n = args.frames if kind == "pmd-cnn" else max(200, args.frames // 10)
-        s = run(kind, n, args.batch, args.replicas, tmp)
-        print(f"{kind:12s} {s['predicted']:6d} frames  {s['rate']:8.1f} frames/s  latency p50 {s['p50_ms']:7.1f} ms  "
-              f"p99 {s['p99_ms']:7.1f} ms  balanced={s['balanced']}")
+        print(kind)
+        base = run(kind, n, args.batch, args.replicas, tmp, workers=1)
+        show("1 worker (all cores on one batch), saturated", base)
+        best = run(kind, n, args.batch, args.replicas, tmp, workers=args.workers)
+        show(f"workers={args.workers or 'auto'}, saturated", best)
+        print(f"  speed-up over 1 worker: {best['rate'] / base['rate']:.2f}x")
+        paced = run(kind, n, args.batch, args.replicas, tmp, workers=args.workers, rate=0.8 * best["rate"])
+        show(f"workers={args.workers or 'auto'}, paced at 80 % ({0.8 * best['rate']:.0f}/s)", paced)
 
 
 if __name__ == "__main__":

@@ -166,7 +166,9 @@ def focal_average_store(source: str | Path, out: str | Path, *, method: str = "p
     x = (p["intensity"] / p["I0"]).reshape(groups, ladder)
     focal.quadrature_weights(x[0], method)  # validates the ladder and the method
     config = {"step": "focal-average", "sources": src.hashes(), "method": method, "ladder": ladder}
-    chunk = chunk or max(1, st.chunk // ladder) or 1
+    if not chunk:  # whole source chunks per output chunk, at least 8 groups (a chunk write costs ~10 files)
+        per = max(1, st.chunk // ladder)
+        chunk = per * -(-8 // per)
     store = open_or_create(out, config, lambda h: _create(
         out, h, kind=st.kind, n=groups, chunk=chunk, coords=src.coords(), params=list(keep),
         diags=["tail_fraction"], config=config, lineage=src.lineage(),

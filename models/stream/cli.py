@@ -40,6 +40,7 @@ def stream(
     queue: Annotated[int, typer.Option(min=1, help="bounded queue length")] = 256,
     policy: Annotated[str, typer.Option(help="full queue: wait (slow the source, drop nothing) or drop (oldest; ids recorded)")] = "wait",
     replicas: Annotated[int, typer.Option(min=0, help="model replicas as Ray actors (0: in this process)")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="in-process batches at once, each preprocessed and run by its own thread (0: auto: CPU cores up to 4, one torch thread each; 2 on a GPU)")] = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
     optimize: Annotated[str, typer.Option(help="none, freeze (TorchScript, default) or compile (torch.compile: ~1 min start, fastest)")] = "freeze",
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="stop after this many messages")] = None,
@@ -61,7 +62,7 @@ def stream(
     desc = read_description(model)
     try:
         opts = StreamOptions(batch_size=batch, max_latency_ms=max_latency_ms, queue_size=queue, policy=policy,
-                             replicas=replicas, device=device, optimize=optimize, max_frames=max_frames, duration_s=duration,
+                             replicas=replicas, workers=workers, device=device, optimize=optimize, max_frames=max_frames, duration_s=duration,
                              idle_timeout_s=idle_timeout)
         src = open_source(source, pattern=pattern, protocol=protocol, max_bytes=int(max_mb * 2**20),
                           karabo_source=karabo_source, karabo_key=karabo_key, rate=rate)

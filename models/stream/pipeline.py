@@ -13,7 +13,10 @@ several model replicas (Ray actors) finish out of order.
 from __future__ import annotations
 
 import collections
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -32,6 +35,7 @@ class StreamOptions:
     queue_size: int = 256
     policy: str = "wait"
     replicas: int = 0                 # 0: predict in this process; N: N Ray actors
+    workers: int = 0                  # in-process batches at once (0: auto = CPU cores up to 4 on CPU, 2 on GPU)
     device: str | None = None
     optimize: str = "freeze"          # none | freeze (TorchScript) | compile (torch.compile)
     status_every_s: float = 1.0
@@ -44,8 +48,8 @@ class StreamOptions:
             raise ValueError(f"policy {self.policy!r}: choose wait or drop")
         if self.optimize not in OPTIMIZE:
             raise ValueError(f"optimize {self.optimize!r}: choose one of {', '.join(OPTIMIZE)}")
-        if self.batch_size < 1 or self.queue_size < 1 or self.max_latency_ms < 0 or self.replicas < 0:
-            raise ValueError("batch_size and queue_size must be >= 1, max_latency_ms and replicas >= 0")
+        if self.batch_size < 1 or self.queue_size < 1 or self.max_latency_ms < 0 or self.replicas < 0 or self.workers < 0:
+            raise ValueError("batch_size and queue_size must be >= 1, max_latency_ms, replicas and workers >= 0")
 
 
 @dataclass
@@ -174,6 +178,11 @@ class StreamPredictor:
         else:
             self.model = FrameModel(self.model_folder, options.device, optimize=options.optimize)
             self.labels = self.model.labels
+            on_gpu = str(self.model.predictor.device).startswith("cuda")
+            self.workers = options.workers or (2 if on_gpu else max(1, min(4, os.cpu_count() or 1)))
+            # CPU: each worker thread preprocesses and runs its own batch on one core (the network
+            # scales worse over cores than batches do); GPU: preprocessing overlaps the GPU's work
+            self._cpu_threads = 1 if (self.workers > 1 and not on_gpu) else None
 
     # -- replicas ---------------------------------------------------------------------
     def _start_replicas(self) -> None:
@@ -249,6 +258,39 @@ class StreamPredictor:
 
     def run(self) -> dict[str, Any]:
         """Stream until the source ends, a limit is reached or stop() is called; then drain."""
+        import torch
+
+        threads_before = torch.get_num_threads()
+        pool = None
+        if not self.opt.replicas:
+            if self._cpu_threads:
+                torch.set_num_threads(self._cpu_threads)
+            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stream-model")
+        try:
+            return self._run(pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+            torch.set_num_threads(threads_before)
+
+    def _collect(self, pending: dict[int, tuple[list[Frame], Any]], done_results: dict[int, tuple], block: bool) -> None:
+        """Move finished batches (thread futures or Ray refs) from ``pending`` to ``done_results``."""
+        timeout = 0.01 if block else 0
+        if self.opt.replicas:
+            import ray
+
+            refs = {p[1]: s for s, p in pending.items()}
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+            results = [(refs[r], ray.get(r)) for r in ready]
+        else:
+            futs = {p[1]: s for s, p in pending.items()}
+            ready, _ = wait_futures(list(futs), timeout=timeout, return_when="FIRST_COMPLETED")
+            results = [(futs[f], f.result()) for f in ready]
+        for s, res in results:
+            frames, _ = pending.pop(s)
+            done_results[s] = (frames, *res)
+
+    def _run(self, pool: ThreadPoolExecutor | None) -> dict[str, Any]:
         reader = threading.Thread(target=self._receive, name="stream-reader", daemon=True)
         t0 = time.perf_counter()
         reader.start()
@@ -257,29 +299,22 @@ class StreamPredictor:
         next_emit, next_seq = 0, 0
         done_results: dict[int, tuple] = {}
         max_wait = self.opt.max_latency_ms / 1e3
+        in_flight = 2 * len(self.actors) if self.opt.replicas else self.workers
         while True:
             if self.opt.duration_s and time.perf_counter() - t0 > self.opt.duration_s:
                 self.stop()
             finished_reading = self.source_done.is_set()
-            batch = self.queue.get_batch(self.opt.batch_size, max_wait) if (
-                not self.opt.replicas or len(pending) < 2 * len(self.actors)) else []
+            batch = self.queue.get_batch(self.opt.batch_size, max_wait) if len(pending) < in_flight else []
             if batch:
                 images = [f.image for f in batch]
                 if self.opt.replicas:
                     actor = self.actors[next_seq % len(self.actors)]
                     pending[next_seq] = (batch, actor.run.remote(images))
                 else:
-                    done_results[next_seq] = (batch, *self.model.run(images))
+                    pending[next_seq] = (batch, pool.submit(self.model.run, images))
                 next_seq += 1
             if pending:
-                import ray
-
-                refs = {p[1]: s for s, p in pending.items()}
-                ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0 if batch else 0.01)
-                for r in ready:
-                    s = refs[r]
-                    frames, _ = pending.pop(s)
-                    done_results[s] = (frames, *ray.get(r))
+                self._collect(pending, done_results, block=not batch)
             while next_emit in done_results:
                 self._emit(*done_results.pop(next_emit))
                 next_emit += 1
