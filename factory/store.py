@@ -23,6 +23,7 @@ import datetime as _dt
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ def _write_all(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
 
 
 _HANDLES: dict[tuple[str, str], tuple[int, "DatasetStore"]] = {}
+_HANDLES_LOCK = threading.Lock()
 
 
 class DatasetStore:
@@ -214,11 +216,12 @@ class DatasetStore:
         except OSError:
             raise StoreError(f"{path}: no dataset store there (missing zarr.json)") from None
         key = (str(path), mode)
-        hit = _HANDLES.get(key)
-        if hit is None or hit[0] != stamp:
-            hit = _HANDLES[key] = (stamp, cls.open(path, mode))
-            while len(_HANDLES) > 64:
-                _HANDLES.pop(next(iter(_HANDLES)))
+        with _HANDLES_LOCK:  # tasks of one process run on several threads
+            hit = _HANDLES.get(key)
+            if hit is None or hit[0] != stamp:
+                hit = _HANDLES[key] = (stamp, cls.open(path, mode))
+                while len(_HANDLES) > 64:
+                    _HANDLES.pop(next(iter(_HANDLES)))
         return hit[1]
 
     # -- description -------------------------------------------------------------
