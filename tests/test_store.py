@@ -116,3 +116,39 @@ def test_all_zero_chunks_are_written_so_verify_does_not_cry_wolf(tmp_path):
     assert (tmp_path / "s.zarr" / "images" / "c" / "0" / "0" / "0").is_file()
     assert DatasetStore.open(tmp_path / "s.zarr").verify() == []
     del st
+
+
+def test_failed_write_never_marks_done(tmp_path, monkeypatch):
+    """Failure injection: a label array that fails to write leaves the block not done, whatever
+    else of the chunk reached the disk; a rewrite then completes it."""
+    from zarr.core.array import AsyncArray
+
+    st = make_store(tmp_path / "s.zarr")
+    setitem = AsyncArray.setitem
+
+    async def broken(self, *args, **kwargs):
+        if self.path == "params/I":
+            raise OSError("disk full (injected)")
+        return await setitem(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncArray, "setitem", broken)
+    imgs = np.ones((4, 6, 5), np.float32)
+    labels = {"R": np.ones(4), "I": np.ones(4)}
+    with pytest.raises(OSError, match="injected"):
+        st.write_block(0, imgs, labels, {"E0": np.ones(4)})
+    assert not DatasetStore.open(st.path).done_mask().any()
+    monkeypatch.undo()
+    st.write_block(0, imgs, labels, {"E0": np.ones(4)})
+    assert DatasetStore.open(st.path).done_mask()[:4].all()
+
+
+def test_cached_handle_follows_a_recreated_store(tmp_path):
+    st = make_store(tmp_path / "s.zarr", n=10)
+    fill(st)
+    a = DatasetStore.cached(tmp_path / "s.zarr")
+    assert a is DatasetStore.cached(tmp_path / "s.zarr") and a.n_samples == 10
+    make_store(tmp_path / "s.zarr", n=6, overwrite=True)  # recreated: zarr.json rewritten
+    b = DatasetStore.cached(tmp_path / "s.zarr")
+    assert b is not a and b.n_samples == 6 and not b.done_mask().any()
+    with pytest.raises(StoreError, match="missing zarr.json"):
+        DatasetStore.cached(tmp_path / "nothing.zarr")
