@@ -106,12 +106,16 @@ def decode_simple(parts: list, max_bytes: int) -> list[Frame]:
     return [Frame(fid, check_finite(image, fid), {})]
 
 
+def simple_header(frame_id: int, dtype: np.dtype, shape: tuple[int, ...], header: str = "msgpack") -> bytes:
+    """The header part of a simple-protocol message (msgpack or JSON)."""
+    dtype = np.dtype(dtype)
+    h = {"frame_id": int(frame_id), "dtype": dtype.str if dtype.byteorder == ">" else str(dtype), "shape": list(shape)}
+    return json.dumps(h).encode() if header == "json" else msgpack.packb(h, use_bin_type=True)
+
+
 def encode_simple(frame_id: int, image: np.ndarray, header: str = "msgpack") -> list[bytes]:
     image = np.ascontiguousarray(image)
-    h = {"frame_id": int(frame_id), "dtype": image.dtype.str if image.dtype.byteorder == ">" else str(image.dtype),
-         "shape": list(image.shape)}
-    head = json.dumps(h).encode() if header == "json" else msgpack.packb(h, use_bin_type=True)
-    return [head, image.tobytes()]
+    return [simple_header(frame_id, image.dtype, image.shape, header), image.tobytes()]
 
 
 def decode_karabo(parts: list, max_bytes: int, source: str | None = None, key: str | None = None) -> list[Frame]:
