@@ -13,35 +13,19 @@ Each command calls one library function; heavy imports happen inside the command
 
 from __future__ import annotations
 
-import functools
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from .cli import Address, AsJson, _echo_json, register_commands
+
 app = typer.Typer(help="Classical baselines, the transferability table, forward fitting, explanations.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
-AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 Options = Annotated[Optional[list[str]], typer.Option("--option", help="a baseline option key=value, e.g. svr_C=30 or "
                                                       "hog_cell=[16,32] (repeatable; see models.baselines.BaselineOptions)")]
 Parallel = Annotated[str, typer.Option(help="auto (Ray when it pays), ray or local")]
-Address = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else embedded local Ray)")]
-
-
-def _user_errors(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from factory.cli import user_errors
-
-        return user_errors(func)(*args, **kwargs)
-
-    return wrapper
-
-
-def _echo_json(data) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -266,9 +250,7 @@ COMMANDS = [
 
 def register(target: typer.Typer) -> typer.Typer:
     """Add the commands at the top level of ``target`` (``factory baselines ...``)."""
-    for name, func in COMMANDS:
-        target.command(name)(_user_errors(func))
-    return target
+    return register_commands(target, COMMANDS)
 
 
 register(app)

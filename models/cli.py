@@ -225,11 +225,16 @@ COMMANDS = [
 ]
 
 
-def register(target: typer.Typer) -> typer.Typer:
-    """Add the commands at the top level of ``target`` (``factory train CONFIG ...``)."""
-    for name, func in COMMANDS:
+def register_commands(target: typer.Typer, commands) -> typer.Typer:
+    """Add (name, function) commands at the top level of ``target``, with one-line user errors."""
+    for name, func in commands:
         target.command(name)(_user_errors(func))
     return target
+
+
+def register(target: typer.Typer) -> typer.Typer:
+    """Add the commands at the top level of ``target`` (``factory train CONFIG ...``)."""
+    return register_commands(target, COMMANDS)
 
 
 register(app)
