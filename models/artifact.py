@@ -93,13 +93,14 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     return model.to(device).eval(), desc
 
 
-def _first_difference(a: Any, b: Any, path: str = "") -> str:
+def first_difference(a: Any, b: Any, path: str = "", root: str = "value", sep: str = "!=") -> str:
+    """The first key path where two nested dicts differ, with both values (``path: a sep b``)."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+                return first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k), root, sep)
         return path
-    return f"{path or 'value'}: {a!r} != {b!r}"
+    return f"{path or root}: {a!r} {sep} {b!r}"
 
 
 def _function_of(preprocessing: Any) -> Any:
@@ -130,7 +131,7 @@ def check_compatible(desc: dict[str, Any], *, architecture: dict[str, Any] | Non
     if preprocessing != "unchecked" and _function_of(desc.get("preprocessing")) != _function_of(preprocessing):
         raise ModelError(
             f"{where}the {what} was trained on images preprocessed differently from this store "
-            f"({_first_difference(_function_of(desc.get('preprocessing')), _function_of(preprocessing))}); "
+            f"({first_difference(_function_of(desc.get('preprocessing')), _function_of(preprocessing))}); "
             "process the store the same way or train a new model"
         )
     if labels is not None and list(desc.get("labels", [])) != list(labels):

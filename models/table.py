@@ -151,7 +151,10 @@ def transferability_table(train_store: str | Path, test_store: str | Path | None
     for name, s in sets.items():
         pre = DatasetStore.open(s.path).meta.get("preprocessing")
         if pre != train_pre:
-            notes.append(f"{name}: preprocessed differently from the training store ({_first_difference(train_pre, pre)})")
+            from .artifact import first_difference
+
+            diff = first_difference(train_pre, pre, root="preprocessing", sep="vs")
+            notes.append(f"{name}: preprocessed differently from the training store ({diff})")
     # -- the classical methods: fit once, predict every set
     b = Baselines(methods, [label], opts).fit(train, refs, progress=progress)
     cells: dict[str, dict[str, dict[str, Any]]] = {}
@@ -274,15 +277,6 @@ def write_csv(result: dict[str, Any], path: str | Path) -> Path:
                     f"{u['predict_s'] * 1000 / u['n']:.4g}" if u else ""]
             w.writerow(row)
     return Path(path)
-
-
-def _first_difference(a: Any, b: Any, path: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
-        return path
-    return f"{path or 'preprocessing'}: {a!r} vs {b!r}"
 
 
 # -- the config file --------------------------------------------------------------------------------
