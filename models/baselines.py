@@ -629,7 +629,7 @@ def markdown_report(report: dict[str, Any]) -> str:
 def plot_methods(true: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndarray]], label: str,
                  path: str | Path) -> Path:
     """Seed 000 Figs. 6a/7: predicted vs true ``label``, one panel per method."""
-    from .evaluate import _plt
+    from .evaluate import _plt, pred_true_panel
 
     plt = _plt()
     n = len(preds)
@@ -638,12 +638,8 @@ def plot_methods(true: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndar
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.1 * rows), squeeze=False)
     t = true[label]
     for ax, (m, p) in zip(axes.ravel(), preds.items()):
-        lo, hi = float(min(t.min(), p[label].min())), float(max(t.max(), p[label].max()))
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.scatter(t, p[label], s=6, alpha=0.6)
-        ax.set_title(f"{METHODS.get(m, m)}\nMAE {np.mean(np.abs(p[label] - t)):.3g}", fontsize=8)
-        ax.set_xlabel(f"true {label}")
-        ax.set_ylabel(f"predicted {label}")
+        pred_true_panel(ax, t, p[label], label, f"{METHODS.get(m, m)}\nMAE {np.mean(np.abs(p[label] - t)):.3g}",
+                        fontsize=8)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     fig.tight_layout()

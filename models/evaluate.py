@@ -64,19 +64,23 @@ def plot_history(history: list[dict[str, Any]], out: str | Path, title: str = ""
     return Path(out)
 
 
+def pred_true_panel(ax, t: np.ndarray, p: np.ndarray, label: str, title: str, **title_kw) -> None:
+    """Predicted against true ``label`` on ``ax``, with the diagonal."""
+    lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.scatter(t, p, s=6, alpha=0.6)
+    ax.set_xlabel(f"true {label}")
+    ax.set_ylabel(f"predicted {label}")
+    ax.set_title(title, **title_kw)
+
+
 def plot_pred_vs_true(true: dict[str, np.ndarray], pred: dict[str, np.ndarray], out: str | Path,
                       title: str = "") -> Path:
     plt = _plt()
     names = list(true)
     fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.3), squeeze=False)
     for ax, n in zip(axes[0], names):
-        t, p = true[n], pred[n]
-        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.scatter(t, p, s=6, alpha=0.6)
-        ax.set_xlabel(f"true {n}")
-        ax.set_ylabel(f"predicted {n}")
-        ax.set_title(f"MAE {np.mean(np.abs(p - t)):.3g}")
+        pred_true_panel(ax, true[n], pred[n], n, f"MAE {np.mean(np.abs(pred[n] - true[n])):.3g}")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

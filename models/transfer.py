@@ -84,19 +84,14 @@ def transfer(model: str | Path, store: str | Path, out: str | Path, *, freeze: i
 def _figure(out: Path, ev: dict[str, Any], label: str) -> Path:
     import numpy as np
 
-    from .evaluate import _plt
+    from .evaluate import _plt, pred_true_panel
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(ev), figsize=(3.4 * len(ev), 3.4), squeeze=False)
     for ax, (name, r) in zip(axes[0], ev.items()):
         z = np.load(out / "eval" / f"predictions-{name}.npz")
-        t, p = z[f"true_{label}"], z[f"pred_{label}"]
-        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.scatter(t, p, s=6, alpha=0.6)
-        ax.set_title(f"{name}: MAE {r['per_label'][label]['mae']:.3g}")
-        ax.set_xlabel(f"true {label}")
-        ax.set_ylabel(f"predicted {label}")
+        pred_true_panel(ax, z[f"true_{label}"], z[f"pred_{label}"], label,
+                        f"{name}: MAE {r['per_label'][label]['mae']:.3g}")
     fig.tight_layout()
     path = out / "transfer.png"
     fig.savefig(path, dpi=110)
