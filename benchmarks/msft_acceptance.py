@@ -28,27 +28,8 @@ from factory.geometry import (  # noqa: E402
     symmetry_group,
 )
 from factory.msft.multislice import MSFTParams, amplitude, relative_difference, scatter  # noqa: E402
+from factory.msft.analysis import centro_asymmetry, profile_minima  # noqa: E402
 from factory.msft.shapes import density  # noqa: E402
-
-
-def minima(I, q, count=3):
-    out = []
-    for i in range(1, len(I) - 1):
-        if I[i] < I[i - 1] and I[i] <= I[i + 1]:
-            y0, y1, y2 = I[i - 1], I[i], I[i + 1]
-            den = y0 - 2 * y1 + y2
-            out.append(q[i] + (0.5 * (y0 - y2) / den if den > 0 else 0.0) * (q[1] - q[0]))
-            if len(out) == count:
-                break
-    return np.array(out)
-
-
-def asym(I, q, k, lo, hi):
-    S = I[1:, 1:]
-    F = S[::-1, ::-1]
-    qq = np.sqrt(q[1:, None] ** 2 + q[None, 1:] ** 2)
-    m = (qq >= lo * k) & (qq < hi * k)
-    return float(2 * np.abs(S - F)[m].sum() / (S + F)[m].sum())
 
 
 def main() -> None:
@@ -57,7 +38,7 @@ def main() -> None:
     for lam in (13.5, 1.0):
         p = scatter(density("sphere", R, n=48, voxel_nm=vox), vox, wavelength_nm=lam, absorption_length_nm=None,
                     pad=1024, crop=200)
-        qp = minima(p.intensity[100, 100:], p.qx[100:])
+        qp = profile_minima(p.intensity[100, 100:], p.qx[100:])
         k = 2 * np.pi / lam
         qf = np.sqrt(qp**2 + (k - np.sqrt(k**2 - qp**2)) ** 2)
         print(f"sphere R={R} nm (voxel {vox} nm), lambda={lam} nm: first three minima, relative error in |q|: "
@@ -90,8 +71,8 @@ def main() -> None:
     k = 2 * np.pi / 13.5
     for a in (None, 50.0, 12.5, 5.0):
         p = scatter(rho, 2.0, absorption_length_nm=a, pad=128, crop=128)
-        print(f"asymmetry sum|I(q)-I(-q)|/mean, absorption {a}: |q|<0.15k {asym(p.intensity, p.qx, k, 0, 0.15):.2e}, "
-              f"0.15-0.5k {asym(p.intensity, p.qx, k, 0.15, 0.5):.2e}, 0.5-1k {asym(p.intensity, p.qx, k, 0.5, 1.0):.2e}")
+        print(f"asymmetry sum|I(q)-I(-q)|/mean, absorption {a}: |q|<0.15k {centro_asymmetry(p.intensity, p.qx, k, 0, 0.15):.2e}, "
+              f"0.15-0.5k {centro_asymmetry(p.intensity, p.qx, k, 0.15, 0.5):.2e}, 0.5-1k {centro_asymmetry(p.intensity, p.qx, k, 0.5, 1.0):.2e}")
     p = scatter(density("icosahedron", 38.0, (1, 0, 0, 0), n=40, voxel_nm=2.0), 2.0, pad=128, crop=128)
     S = p.intensity[1:, 1:]
     print(f"2-fold axis along the beam, absorption 12.5 nm: max rel. asymmetry {relative_difference(S[::-1, ::-1], S):.1e}")

@@ -14,22 +14,10 @@ from factory.msft.multislice import (
     relative_difference,
     scatter,
 )
+from factory.msft.analysis import centro_asymmetry, profile_minima
 from factory.msft.shapes import density
 
 SPHERE_ZEROS = [brentq(lambda x: np.tan(x) - x, a, b) for a, b in [(4.0, 4.7), (7.0, 7.8), (10.5, 10.99)]]
-
-
-def _minima(I, q, count=3):
-    """First ``count`` local minima of I(q), refined by a parabola through three samples."""
-    out = []
-    for i in range(1, len(I) - 1):
-        if I[i] < I[i - 1] and I[i] <= I[i + 1]:
-            y0, y1, y2 = I[i - 1], I[i], I[i + 1]
-            den = y0 - 2 * y1 + y2
-            out.append(q[i] + (0.5 * (y0 - y2) / den if den > 0 else 0.0) * (q[1] - q[0]))
-            if len(out) == count:
-                break
-    return np.array(out)
 
 
 @pytest.mark.parametrize("wavelength", [13.5, 1.0])
@@ -40,7 +28,7 @@ def test_sphere_minima_match_analytic_form_factor(wavelength):
                 absorption_length_nm=None, pad=1024, crop=200)
     h = 100
     assert p.qx[h] == 0.0
-    q_perp = _minima(p.intensity[h, h:], p.qx[h:])
+    q_perp = profile_minima(p.intensity[h, h:], p.qx[h:])
     k = 2 * np.pi / wavelength
     q_full = np.sqrt(q_perp**2 + (k - np.sqrt(k**2 - q_perp**2)) ** 2)  # |q| on the Ewald sphere
     expected = np.array(SPHERE_ZEROS) / R
@@ -145,15 +133,6 @@ def test_icosahedron_pattern_invariant_under_the_60_rotations():
     assert worst < 1e-5, worst
 
 
-def _asymmetry(I, q, k, lo, hi):
-    """sum |I(q) - I(-q)| / mean over the annulus lo k <= |q| < hi k (symmetric part of the grid)."""
-    S = I[1:, 1:]
-    F = S[::-1, ::-1]
-    qq = np.sqrt(q[1:, None] ** 2 + q[None, 1:] ** 2)
-    m = (qq >= lo * k) & (qq < hi * k)
-    return float(2 * np.abs(S - F)[m].sum() / (S + F)[m].sum())
-
-
 def test_centrosymmetry_without_absorption_and_asymmetry_with_it():
     q = sample_fundamental(np.random.default_rng(7))  # no 2-fold axis along the beam
     rho = density("icosahedron", 38.0, q, n=40, voxel_nm=2.0)
@@ -161,7 +140,8 @@ def test_centrosymmetry_without_absorption_and_asymmetry_with_it():
     out = {}
     for a in (None, 12.5):
         p = scatter(rho, 2.0, absorption_length_nm=a, pad=128, crop=128)
-        out[a] = (_asymmetry(p.intensity, p.qx, k, 0.0, 0.15), _asymmetry(p.intensity, p.qx, k, 0.5, 1.0))
+        out[a] = (centro_asymmetry(p.intensity, p.qx, k, 0.0, 0.15),
+                  centro_asymmetry(p.intensity, p.qx, k, 0.5, 1.0))
     small_free, wide_free = out[None]
     small_abs, _ = out[12.5]
     assert small_free < 1e-3  # Friedel symmetric at small angles without absorption
