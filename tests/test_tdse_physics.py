@@ -230,3 +230,15 @@ def test_single_precision_close_to_double(torch_one_thread):
         p.run(200)
         res[prec] = np.abs(p.amplitude()[0]) ** 2
     assert np.max(np.abs(res["single"] - res["double"])) / res["double"].max() < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["numpy", "fftw", "torch"])
+def test_single_precision_norms_summed_in_double(backend, torch_one_thread):
+    """absorbed = 1 - norm left is ~1e-4 on the presets: a float32 sum would bury it."""
+    from factory.tdse.fftops import make_ops
+
+    rng = np.random.default_rng(0)
+    a = (rng.random((2, 512, 512)) + 1j * rng.random((2, 512, 512))).astype(np.complex64)
+    exact = (np.abs(a.astype(np.complex128)) ** 2).sum(axis=(1, 2))
+    ops = make_ops(backend, a.shape, np.complex64)
+    assert np.allclose(ops.norms(ops.asarray(a)), exact, rtol=1e-12, atol=0)

@@ -172,7 +172,9 @@ class NumpyOps:
             list(_pool(n).map(lambda grp: [fn(t) for t in grp], [tasks[i::n] for i in range(n)]))
 
     def norms(self, a) -> np.ndarray:
-        return np.array([np.vdot(a[b], a[b]).real for b in range(a.shape[0])])
+        # summed in double also for single precision: the yield (~1e-4) is 1 - norm, and a
+        # float32 sum over ~1e5 points is off by more than that
+        return np.array([np.square(a[b].view(self.rdtype), dtype=np.float64).sum() for b in range(a.shape[0])])
 
 
 class FFTWOps(NumpyOps):
@@ -295,7 +297,7 @@ class TorchOps:
                 acc[:, rd, cd].addcmul_(a[:, rs, cs], py[None, rd, None] * px[:, None, cd])
 
     def norms(self, a) -> np.ndarray:
-        return (a.real.square() + a.imag.square()).sum(dim=(-2, -1)).double().cpu().numpy()
+        return self.torch.view_as_real(a).double().square().sum(dim=(-3, -2, -1)).cpu().numpy()
 
 
 def make_ops(backend: str, shape: tuple[int, int, int], dtype=np.complex128, device: str | None = None,
