@@ -2,6 +2,7 @@
 
     python benchmarks/bench_tdse.py                 # small and paper grids
     python benchmarks/bench_tdse.py --grids small --steps 50
+    python benchmarks/bench_tdse.py --grids small --modes     # precision x mask.every per PMD
 
 For each grid (the `small` and `paper` presets' boxes) one run measures, interleaved and taking
 the best of ``--repeats``:
@@ -14,7 +15,8 @@ the best of ``--repeats``:
   kinetic exponential and 2D Volkov phase recomputed each step, no fused kernels).
 
 It prints ``step / ffts`` (the target is <= 1.5) per backend and ``naive / step`` (the pyFFTW
-speed-up).  Results depend on the machine and its load; numbers go to BENCHMARKS.md.
+speed-up).  ``--modes`` instead times a step at double / single precision with the mask (and
+its extra FFT) every 1, 2 or 4 steps, interleaved, as ratios to double precision every step.  Results depend on the machine and its load; numbers go to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from factory.tdse.propagator import Propagator
 from factory.tdse.pulse import Pulse
 
 
-def build(preset: str, backend: str):
+def build(preset: str, backend: str, precision: str = "double", every: int = 1):
     p = PRESETS[preset]
     g = Grid(**p["grid"])
     V = potential(h2plus(), 2.0, 0.0, g.x, g.y)
@@ -44,7 +46,8 @@ def build(preset: str, backend: str):
     psi0 /= np.sqrt((np.abs(psi0) ** 2).sum() * g.area_element)
     M = absorbing_mask(g, p["mask"]["radius"], p["mask"]["beta"])
     cfg = make_config(preset)
-    prop = Propagator(g, V, psi0, p["dt"], [Pulse(3e14)], 100000, M, 1, True, backend, k_window=cfg.collect_window())
+    prop = Propagator(g, V, psi0, p["dt"], [Pulse(3e14)], 100000, M, every, True, backend, precision,
+                      k_window=cfg.collect_window())
     return g, V, psi0, M, p["dt"], prop
 
 
@@ -132,12 +135,31 @@ def bench(preset: str, steps: int, repeats: int, backends: list[str], naive: boo
     return out
 
 
+MODES = [("double", 1), ("single", 1), ("single", 2), ("single", 4)]
+
+
+def bench_modes(preset: str, steps: int, repeats: int, backend: str) -> dict:
+    """Seconds per step of each (precision, mask.every), interleaved, best of ``repeats``."""
+    props = {m: build(preset, backend, *m)[-1] for m in MODES}
+    steps = max(4, steps - steps % 4)  # whole mask periods
+    times: dict[tuple, list[float]] = {m: [] for m in MODES}
+    for p in props.values():
+        p.run(4)
+    for _ in range(repeats):
+        for m, p in props.items():
+            t0 = time.perf_counter()
+            p.run(steps)
+            times[m].append((time.perf_counter() - t0) / steps)
+    return {m: min(t) for m, t in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", nargs="+", default=["small", "paper"], choices=list(PRESETS))
     ap.add_argument("--steps", type=int, default=0, help="steps per timing (default: 40 small, 3 paper)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backends", nargs="+", default=["fftw", "numpy"])
+    ap.add_argument("--modes", action="store_true", help="compare precision x mask.every instead")
     args = ap.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# TDSE split-operator benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
@@ -145,6 +167,14 @@ def main() -> None:
     for preset in args.grids:
         g = Grid(**PRESETS[preset]["grid"])
         steps = args.steps or (40 if g.nx * g.ny < 1 << 21 else 5)
+        if args.modes:
+            res = bench_modes(preset, steps, args.repeats, args.backends[0])
+            n = make_config(preset).n_steps()
+            print(f"\n## {preset}: {g.nx} x {g.ny}, {args.backends[0]}, batch 1, {n} steps per PMD")
+            for (prec, every), t in res.items():
+                print(f"  {prec:>6}, mask every {every}: {1e3 * t:7.2f} ms/step  {t * n:7.0f} s/PMD  "
+                      f"x{res[MODES[0]] / t:.2f} vs double every step")
+            continue
         res = bench(preset, steps, args.repeats, args.backends, naive=True)
         print(f"\n## {preset}: {g.nx} x {g.ny}, complex128, batch 1, mask + accumulation every step, {steps} steps x best of {args.repeats}")
         for be in args.backends:
