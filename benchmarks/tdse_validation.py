@@ -56,12 +56,12 @@ def yields(preset: str, intensities: list[float]) -> list[dict]:
     prop = Propagator(g, V, gs.psi, cfg.dt, pulses, n, mask, cfg.mask.every, True, cfg.backend, k_window=None)
     prop.run(n)
     seconds = time.perf_counter() - t0
-    amp, norms = prop.amplitude(), prop.norms()
+    amp, norms, lost = prop.amplitude(), prop.norms(), prop.absorbed()
     rows = []
     for b, inten in enumerate(intensities):
         full = pmd_from_amplitude(g, amp[b], None, prop.window).total_yield
         win = pmd_from_amplitude(g, amp[b], cfg.k_out, prop.window).total_yield
-        absorbed = float(prop.norm_initial[b] - norms[b])
+        absorbed = float(lost[b])
         rows.append({"intensity": inten, "absorbed": absorbed, "yield": full, "yield_window": win,
                      "ratio_minus_1": full / absorbed - 1.0,
                      "norm_left": float(norms[b]), "seconds_per_pmd": seconds / len(intensities)})

@@ -33,6 +33,7 @@ class PropagationResult:
     amplitude: np.ndarray | None  # (B, ny, nx) mask-method amplitudes b(k) (FFT order), or None
     psi: np.ndarray  # (B, ny, nx) wave functions left in the box at the final time
     norm_left: np.ndarray  # (B,) norm in the box at the end
+    absorbed: np.ndarray  # (B,) norm the mask removed (see Propagator.absorbed)
     norm_initial: np.ndarray  # (B,)
     t: float
     steps: int
@@ -91,6 +92,7 @@ class Propagator:
             m = np.asarray(mask, dtype=np.float64) ** self.mask_every
             self._MVf = ops.asarray(m * vh * vh)
             self._Wr = ops.asarray((1.0 - m) * vh)
+            self._loss_w = ops.loss_weight(1.0 - m * m)
         del vh
         # k-space: exp(-i dt ky^2/2) / N (fixed) and exp(-i dt (kx^2/2 + A kx)) (per step, on device)
         n_tot = grid.nx * grid.ny
@@ -105,9 +107,10 @@ class Propagator:
         self._wkx = ops.real64(self.window.kx)
         self._wkx2 = ops.real64(0.5 * self.window.kx**2)
         self._wky2 = ops.real64(0.5 * self.window.ky**2)
-        self.acc = None
+        self.acc = self.lost = None
         if self.collect:
             self.acc = ops.asarray(np.zeros((nb, *self.window.shape)))
+            self.lost = ops.zeros_real64(nb)  # norm removed by the mask, summed step by step
         self.norm_initial = ops.norms(self.psi) * grid.area_element
         self.step_index = 0
         self.alpha = np.zeros(nb)  # discrete excursion sum_m A_m dt, per batch element
@@ -152,7 +155,7 @@ class Propagator:
             self.step_index += 1
             if self.has_mask and self.step_index % self.mask_every == 0:
                 if self.collect:
-                    ops.split(psi, self.tmp, self._Wr, self._MVf)
+                    ops.split(psi, self.tmp, self._Wr, self._MVf, self.lost, self._loss_w)
                     self.tmp = ops.fft(self.tmp)
                     t = self.step_index * dt
                     py = ops.expi(t * self._wky2)
@@ -169,6 +172,13 @@ class Propagator:
 
     def norms(self) -> np.ndarray:
         return self.ops.norms(self.psi) * self.grid.area_element
+
+    def absorbed(self) -> np.ndarray:
+        """Norm the mask removed, per batch element: summed over the mask steps when collecting
+        (free of the single-precision norm drift), else initial minus current norm."""
+        if self.lost is not None:
+            return np.asarray(self.ops.to_numpy(self.lost), dtype=np.float64) * self.grid.area_element
+        return np.asarray(self.norm_initial) - self.norms()
 
     def wavefunction(self) -> np.ndarray:
         return self.ops.to_numpy(self.psi).copy()
@@ -202,6 +212,7 @@ class Propagator:
             amplitude=self.amplitude(),
             psi=self.wavefunction(),
             norm_left=self.norms(),
+            absorbed=self.absorbed(),
             norm_initial=np.asarray(self.norm_initial),
             t=self.t,
             steps=self.step_index,
