@@ -158,9 +158,9 @@ class NumpyOps:
         for b, v in parts:
             lost[b] += v
 
-    def loss_weight(self, m) -> np.ndarray:
-        """``1 - |w_in|^2`` of the mask step, laid out for ``split`` (real, imaginary interleaved)."""
-        return np.ascontiguousarray(np.repeat(np.asarray(m, dtype=np.float64), 2, axis=-1), dtype=self.rdtype)
+    def loss_weight(self, w) -> np.ndarray:
+        """Real weights ``w`` (ny, nx) laid out for ``split`` (real and imaginary parts interleaved)."""
+        return np.ascontiguousarray(np.repeat(np.asarray(w, dtype=np.float64), 2, axis=-1), dtype=self.rdtype)
 
     def accumulate(self, acc, a, py, px, window) -> None:
         tasks = self._acc_tasks.get(id(window))
@@ -190,15 +190,8 @@ class NumpyOps:
             list(_pool(n).map(lambda grp: [fn(t) for t in grp], [tasks[i::n] for i in range(n)]))
 
     def norms(self, a) -> np.ndarray:
-        # summed in double also for single precision: the yield (~1e-4) is 1 - norm, and a
-        # float32 sum over ~1e5 points is off by more than that
-        return np.array([self._sq64(a[b]) for b in range(a.shape[0])])
-
-    def _sq64(self, x) -> float:
-        """sum |x|^2 accumulated in double (float32 data are widened in the sum only)."""
-        v = x.reshape(-1).view(self.rdtype)
-        return float(np.dot(v, v)) if self.rdtype == np.float64 else \
-            float(np.einsum("i,i->", v, v, dtype=np.float64, casting="safe"))
+        sq = [a[b].reshape(-1).view(self.rdtype) for b in range(a.shape[0])]
+        return np.array([np.einsum("i,i->", v, v, dtype=np.float64) for v in sq])
 
     def zeros_real64(self, n: int):
         return np.zeros(n)
@@ -321,23 +314,21 @@ class TorchOps:
             lost += (sq * loss_w).sum(dim=(-2, -1), dtype=self.torch.float64)
         a.mul_(w_in)
 
-    def loss_weight(self, m):
-        return self.torch.as_tensor(np.asarray(m), dtype=self.torch.float64 if self.dtype == self.torch.complex128
-                                    else self.torch.float32, device=self.device)
-
-    def _sq64(self, a):
-        """sum |a|^2 per batch element, accumulated in double, on the device."""
-        return self.torch.linalg.vector_norm(self.torch.view_as_real(a), dim=(-3, -2, -1), dtype=self.torch.float64) ** 2
+    def loss_weight(self, w):
+        real = self.torch.float64 if self.dtype == self.torch.complex128 else self.torch.float32
+        return self.torch.as_tensor(np.asarray(w), dtype=real, device=self.device)
 
     def zeros_real64(self, n: int):
         return self.torch.zeros(n, dtype=self.torch.float64, device=self.device)
+
     def accumulate(self, acc, a, py, px, window) -> None:
         for rs, rd in window.rows:
             for cs, cd in window.cols:
                 acc[:, rd, cd].addcmul_(a[:, rs, cs], py[None, rd, None] * px[:, None, cd])
 
     def norms(self, a) -> np.ndarray:
-        return self._sq64(a).cpu().numpy()
+        sq = self.torch.linalg.vector_norm(self.torch.view_as_real(a), dim=(-3, -2, -1), dtype=self.torch.float64)
+        return (sq**2).cpu().numpy()
 
 
 def make_ops(backend: str, shape: tuple[int, int, int], dtype=np.complex128, device: str | None = None,
