@@ -16,7 +16,8 @@ the best of ``--repeats``:
 
 It prints ``step / ffts`` (the target is <= 1.5) per backend and ``naive / step`` (the pyFFTW
 speed-up).  ``--modes`` instead times a step at double / single precision with the mask (and
-its extra FFT) every 1, 2 or 4 steps, interleaved, as ratios to double precision every step.  Results depend on the machine and its load; numbers go to BENCHMARKS.md.
+its extra FFT) every 1, 2 or 4 steps, interleaved, as ratios to double precision every step.
+Results depend on the machine and its load; numbers go to BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -235,7 +235,7 @@ def test_single_precision_close_to_double(torch_one_thread):
 
 @pytest.mark.parametrize("backend", ["numpy", "fftw", "torch"])
 def test_single_precision_norms_summed_in_double(backend, torch_one_thread):
-    """absorbed = 1 - norm left is ~1e-4 on the presets: a float32 sum would bury it."""
+    """1 - norm_left is ~1e-4 on the presets: a float32 sum of the norm would bury it."""
     from factory.tdse.fftops import make_ops
 
     rng = np.random.default_rng(0)

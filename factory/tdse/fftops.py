@@ -149,9 +149,12 @@ class NumpyOps:
         def fn(b, r0, r1):
             blk = a[b, r0:r1]
             np.multiply(blk, _pick(w_out, b)[r0:r1], out=out[b, r0:r1])
-            if lost is not None:
+            if lost is not None:  # weighted |a|^2 in the thread's work array (no BLAS: it would thread)
+                sq = _scratch(r1 - r0, blk.shape[1], blk.dtype).view(self.rdtype)
                 v = blk.view(self.rdtype)
-                parts.append((b, np.einsum("ij,ij,ij->", v, v, _pick(loss_w, b)[r0:r1], dtype=np.float64)))
+                np.multiply(v, v, out=sq)
+                np.multiply(sq, _pick(loss_w, b)[r0:r1], out=sq)
+                parts.append((b, float(sq.sum(dtype=np.float64))))
             np.multiply(blk, _pick(w_in, b)[r0:r1], out=blk)
 
         self._run(fn)
