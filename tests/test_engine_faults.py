@@ -1,5 +1,17 @@
-"""Failure injection: a killed driver, killed Ray workers, a lost node of a multi-node cluster."""
+"""Failure injection: a killed driver, killed Ray workers, a lost node of a multi-node cluster.
 
+Each test injects its fault only into its own run and then proves two things: the fault
+really hit work in flight (Ray's own task records show the lost attempt and its retry), and
+the finished store is byte-identical, array by array, to a store written without faults.
+
+Processes are found through Ray's state API of the test's own Ray instance only (its GCS
+address, job id and node ids): never by scanning the machine's process list, which on a
+shared machine would also find, and kill, other users' Ray workers.
+"""
+
+import contextlib
+import inspect
+import json
 import os
 import signal
 import subprocess
@@ -12,26 +24,72 @@ import psutil
 import pytest
 
 from factory.config import load_config
-from factory.engine import compute_block, generate
+from factory.engine import compute_block, generate, prepare_store, run_block
 from factory.store import DatasetStore
 
+BLOCK_TASK = "factory.block"  # the name the engine gives its block tasks
+TITLE = "ray::" + BLOCK_TASK  # a Ray worker's process title while it runs such a task
 
-def reference(cfg):
-    """Every block computed directly in this process, without Ray or a store."""
+
+# -- reading stores ------------------------------------------------------------------
+def open_store(path):
+    """Open a store that may still be incomplete (being generated, or left by a kill)."""
+    if "partial" in inspect.signature(DatasetStore.open).parameters:
+        return DatasetStore.open(path, partial=True)
+    return DatasetStore.open(path, mode="r+")
+
+
+def done_count(path):
+    try:
+        return int(open_store(path).done_mask().sum())
+    except Exception:  # not created yet, or mid-creation
+        return 0
+
+
+def all_arrays(store) -> dict[str, np.ndarray]:
+    """Every array of the store's Zarr group (coordinates, done, params, diagnostics, ...)."""
+    return {name: np.asarray(obj[...]) for name, obj in store.group.members(max_depth=None)
+            if not hasattr(obj, "members")}
+
+
+def assert_identical(path, tmp_path, spec, overrides, samples):
+    """The store at ``path`` is complete and byte-identical, in every array, to the same dataset
+    written block by block in this process (no Ray, no faults), and its data are what the
+    simulator computes directly (images, labels, diagnostics, sample index).
+
+    ``simulator.delay_s`` only sleeps; it is dropped for the reference so that costs no wall
+    time (should it ever change the data, the comparison fails: it cannot hide a difference)."""
+    cfg = load_config(spec, [o for o in overrides if not o.startswith("simulator.delay_s=")], samples=samples)
+    ref_path = tmp_path / "reference.zarr"
+    for s, e in prepare_store(cfg, ref_path).blocks():
+        run_block(cfg.resolved(), str(ref_path), s, e)
+    st, ref = DatasetStore.open(path), DatasetStore.open(ref_path)  # as a reader: complete, or refused
+    assert st.verify() == [], "the store fails its own verify"
+    got, want = all_arrays(st), all_arrays(ref)
+    assert set(got) == set(want), f"arrays differ: {sorted(set(got) ^ set(want))}"
+    expected = {"images", "done", "sample", *st.meta["image_dims"][1:],
+                *(f"params/{n}" for n in cfg_names(cfg)[0]), *(f"diagnostics/{n}" for n in cfg_names(cfg)[1])}
+    assert expected <= set(got), f"store lacks {sorted(expected - set(got))}"
+    for name in sorted(want):
+        assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape, name
+        assert got[name].tobytes() == want[name].tobytes(), f"{name} differs from the fault-free store"
+    assert got["done"].all(), f"{(~got['done']).sum()} samples not done"
+    assert got["sample"].tolist() == list(range(cfg.samples))
+    for key in ("n_samples", "chunk", "kind", "param_names", "diagnostic_names", "image_dims", "seed"):
+        assert st.meta[key] == ref.meta[key], key
+    # and independently of the reference store: the simulator's own output, block by block
     parts = [compute_block(cfg, s, min(s + cfg.chunk, cfg.samples)) for s in range(0, cfg.samples, cfg.chunk)]
-    images = np.concatenate([p[0] for p in parts])
-    labels = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
-    return images, labels
+    assert got["images"].tobytes() == np.concatenate([p[0] for p in parts]).tobytes()
+    for i, sub in ((1, "params"), (2, "diagnostics")):
+        for n in parts[0][i]:
+            assert got[f"{sub}/{n}"].tobytes() == np.concatenate([p[i][n] for p in parts]).tobytes(), n
 
 
-def assert_matches(path, ref):
-    st = DatasetStore.open(path)
-    assert st.done_mask().all(), f"{(~st.done_mask()).sum()} samples not done"
-    images = st.images[:]
-    assert images.tobytes() == ref[0].tobytes()
-    params = st.params()
-    for k, v in ref[1].items():
-        assert params[k].tobytes() == v.tobytes(), k
+def cfg_names(cfg):
+    from factory.engine import build_simulator
+
+    sim = build_simulator(cfg)
+    return list(sim.param_names), list(sim.diagnostic_names)
 
 
 def wait_for(pred, timeout=120, every=0.1):
@@ -43,13 +101,116 @@ def wait_for(pred, timeout=120, every=0.1):
     raise TimeoutError("condition not reached")
 
 
-def done_count(path):
+# -- this test's own Ray instance -----------------------------------------------------
+@contextlib.contextmanager
+def fast_task_events():
+    """Ray processes started inside report task state every 100 ms (default 1 s), so the state
+    API sees a 1 s block as RUNNING while it still runs."""
+    key = "RAY_task_events_report_interval_ms"
+    old = os.environ.get(key)
+    os.environ[key] = "100"
     try:
-        return int(DatasetStore.open(path).done_mask().sum())
-    except Exception:
-        return 0
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
+class OwnRay:
+    """The state of the Ray instance this process is connected to, and nothing else: every query
+    goes to this instance's GCS (which names its own dashboard) and is filtered by this
+    driver's job id and by the instance's node ids, which are random per node."""
+
+    def __init__(self):
+        import ray
+
+        ctx = ray.get_runtime_context()
+        self.address = ctx.gcs_address
+        self.job_id = ctx.get_job_id()
+        self.node_ids = {n["NodeID"] for n in ray.nodes()}
+
+    def blocks(self, **filters):
+        from ray.util.state import list_tasks
+
+        rows = list_tasks(
+            address=self.address,
+            filters=[("job_id", "=", self.job_id), ("name", "=", BLOCK_TASK),
+                     *((k, "=", v) for k, v in filters.items())],
+            detail=True, limit=10_000, raise_on_missing_output=False, timeout=30,
+        )
+        return [r for r in rows if r.node_id in self.node_ids]
+
+    def running_block(self, node_id=None):
+        """(task_id, attempt, pid) of a block this instance reports RUNNING (on ``node_id``) whose
+        worker process is, right now, executing a block; None if there is none."""
+        try:
+            rows = self.blocks(state="RUNNING", **({"node_id": node_id} if node_id else {}))
+        except Exception:  # the state API can time out on a loaded machine: ask again
+            return None
+        for r in rows:
+            if r.worker_pid and is_running_block(r.worker_pid):
+                return r.task_id, r.attempt_number, r.worker_pid
+        return None
+
+    def attempts_when_settled(self, n_blocks, timeout=60):
+        """All attempts of this job's blocks once each block has a FINISHED attempt."""
+        rows = []
+
+        def settled():
+            nonlocal rows
+            try:
+                rows = self.blocks()
+            except Exception:  # the state API can time out on a loaded machine: ask again
+                return False
+            finished = {r.task_id for r in rows if r.state == "FINISHED"}
+            return len(finished) >= n_blocks and all(r.state in ("FINISHED", "FAILED") for r in rows)
+
+        wait_for(settled, timeout=timeout, every=0.5)
+        return rows
+
+
+def is_running_block(pid):
+    try:
+        return " ".join(psutil.Process(pid).cmdline()).startswith(TITLE)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def assert_each_block_finished_once(rows, n_blocks):
+    finished = [r.task_id for r in rows if r.state == "FINISHED"]
+    assert len(finished) == len(set(finished)) == n_blocks, "a block finished twice or never"
+
+
+def assert_retried(rows, lost, error_types):
+    """Each lost attempt (task_id, attempt) FAILED with one of ``error_types`` and a later attempt
+    of the same block FINISHED."""
+    by_attempt = {(r.task_id, r.attempt_number): r for r in rows}
+    for task_id, attempt in lost:
+        r = by_attempt.get((task_id, attempt))
+        assert r is not None and r.state == "FAILED", f"attempt {attempt} of {task_id} was not lost: {r and (r.state, r.node_id, r.worker_pid)}"
+        assert r.error_type in error_types, f"{task_id} attempt {attempt} failed with {r.error_type}"
+        retries = [x for (t, a), x in by_attempt.items() if t == task_id and a > attempt]
+        assert any(x.state == "FINISHED" for x in retries), f"{task_id} was never retried to completion"
+
+
+@pytest.fixture
+def own_ray():
+    """An embedded local Ray with 2 CPUs and its state API (the dashboard process serves it)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    with fast_task_events():
+        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=False)
+    try:
+        yield OwnRay()
+    finally:
+        ray.shutdown()
+
+
+# -- the tests -------------------------------------------------------------------------
 def test_driver_sigkill_then_resume_is_byte_identical(tmp_path):
     overrides = ["simulator.delay_s=0.15", "simulator.noise=0.05"]
     cfg = load_config("blobs/tiny", overrides, samples=48)
@@ -64,7 +225,7 @@ def test_driver_sigkill_then_resume_is_byte_identical(tmp_path):
         proc.wait(timeout=30)
     finally:
         time.sleep(1.0)
-        try:  # then reap what the dead driver's local Ray left behind
+        try:  # then reap what the dead driver's local Ray left behind (its own session only)
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
@@ -72,52 +233,52 @@ def test_driver_sigkill_then_resume_is_byte_identical(tmp_path):
     assert 12 <= done_at_kill < 48
     resume = subprocess.run([*cmd, "--resume", "--json"], capture_output=True, text=True, timeout=300)
     assert resume.returncode == 0, resume.stderr
-    import json
-
     rep = json.loads(resume.stdout)
     # only the missing blocks were computed on resume: each sample done exactly once overall
     assert rep["blocks_skipped"] * cfg.chunk == done_at_kill
     assert rep["samples_computed"] == 48 - done_at_kill
-    assert_matches(path, reference(cfg))
+    assert_identical(path, tmp_path, "blobs/tiny", overrides, 48)
 
 
-def block_workers():
-    """Ray worker processes currently running one of our block tasks."""
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::factory.block"):
-            out.append(p)
-    return out
-
-
-def test_killed_ray_workers_lose_and_duplicate_nothing(tmp_path, ray_local):
-    cfg = load_config("blobs/tiny", ["simulator.delay_s=0.1", "chunk=2"], samples=40)
+def test_killed_ray_workers_lose_and_duplicate_nothing(tmp_path, own_ray):
+    overrides = ["simulator.delay_s=0.3", "chunk=2"]  # 0.6 s per block, 20 blocks
+    cfg = load_config("blobs/tiny", overrides, samples=40)
     path = tmp_path / "s.zarr"
-    killed = []
+    killed: dict[int, tuple[str, int]] = {}  # pid -> the block attempt it was running
+    run_over = threading.Event()
 
     def killer():
-        for _ in range(3):
+        while len(killed) < 3 and not run_over.is_set():
+            victim = own_ray.running_block()
+            if victim is None or victim[2] in killed:
+                time.sleep(0.05)
+                continue
+            task_id, attempt, pid = victim
             try:
-                wait_for(lambda: block_workers(), timeout=30, every=0.02)
-            except TimeoutError:
-                return
-            victims = block_workers()
-            for p in victims:
-                try:
-                    p.kill()
-                    killed.append(p.pid)
-                except psutil.NoSuchProcess:
-                    pass
-            time.sleep(0.6)
+                os.kill(pid, signal.SIGKILL)  # a worker of this instance's job, mid-block
+            except ProcessLookupError:
+                continue
+            killed[pid] = (task_id, attempt)
+            time.sleep(0.5)
 
-    t = threading.Thread(target=killer)
+    t = threading.Thread(target=killer, daemon=True)
     t.start()
-    rep = generate(cfg, path, workers=2, progress=False)
-    t.join()
-    assert killed, "no worker was killed: the test did not inject a failure"
-    assert rep.done == 40 and rep.failures == []
-    assert_matches(path, reference(cfg))
+    try:
+        rep = generate(cfg, path, workers=2, progress=False)
+    finally:
+        run_over.set()
+        t.join(timeout=60)
+    assert killed, "no worker of this run was killed: the test did not inject a failure"
+    assert rep.done == 40 and rep.failures == [] and rep.blocks_computed == 20
+
+    rows = own_ray.attempts_when_settled(n_blocks=20)
+    assert_each_block_finished_once(rows, 20)
+    failed = [r for r in rows if r.state == "FAILED"]
+    # every lost attempt is one this test killed, and at least one kill hit a running block
+    assert failed, f"killed {sorted(killed)} but Ray records no lost attempt: nothing was retried"
+    assert {r.worker_pid for r in failed} <= set(killed), "an attempt failed that this test did not kill"
+    assert_retried(rows, [(r.task_id, r.attempt_number) for r in failed], {"WORKER_DIED"})
+    assert_identical(path, tmp_path, "blobs/tiny", overrides, 40)
 
 
 @pytest.mark.cluster
@@ -127,12 +288,17 @@ def test_multinode_cluster_survives_losing_a_worker_node(tmp_path):
 
     if ray.is_initialized():
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
+    with fast_task_events():
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1"})
+        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
     try:
-        cfg = load_config("blobs/tiny", ["simulator.delay_s=0.2", "chunk=2"], samples=40)
+        own = OwnRay()
+        assert len(own.node_ids) == 3
+        overrides = ["simulator.delay_s=0.4", "chunk=2"]  # 0.8 s per block, 20 blocks on 3 nodes
+        cfg = load_config("blobs/tiny", overrides, samples=40)
         path = tmp_path / "s.zarr"
         result = {}
 
@@ -144,15 +310,29 @@ def test_multinode_cluster_survives_losing_a_worker_node(tmp_path):
 
         t = threading.Thread(target=run)
         t.start()
-        wait_for(lambda: done_count(path) >= 8)
+        victim_node = nodes[0].node_id
+        wait_for(lambda: done_count(path) >= 6)
+        victim, t0 = None, time.time()
+        while victim is None and t.is_alive() and time.time() - t0 < 120:
+            victim = own.running_block(victim_node)  # its worker process is running a block now
+        assert victim is not None, "no block was running on the node to remove"
+        cluster.remove_node(nodes[0])  # a worker node disappears mid-block
         assert done_count(path) < 40
-        cluster.remove_node(nodes[0])  # a worker node disappears mid-run
         t.join(timeout=300)
         assert "error" not in result, result.get("error")
         rep = result["report"]
         assert "3 node(s)" in rep.where
-        assert rep.done == 40
-        assert_matches(path, reference(cfg))
+        assert rep.done == 40 and rep.failures == []
+
+        rows = own.attempts_when_settled(n_blocks=20)
+        assert_each_block_finished_once(rows, 20)
+        # the block the removed node was running was lost with it and finished elsewhere
+        assert_retried(rows, [victim[:2]], {"NODE_DIED", "WORKER_DIED"})
+        lost = {(r.task_id, r.attempt_number): r for r in rows}[victim[:2]]
+        assert lost.node_id == victim_node
+        assert all(r.node_id != victim_node for r in rows
+                   if r.task_id == victim[0] and r.attempt_number > victim[1])
+        assert_identical(path, tmp_path, "blobs/tiny", overrides, 40)
     finally:
         ray.shutdown()
         cluster.shutdown()
