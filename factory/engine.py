@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 
 from .config import GenerateConfig, config_from_dict
 from .errors import GenerationError, StoreError
+from .outputs import check_replaceable, is_factory_zarr, user_path
 from .progress import progress_bar
 from .simulators import Simulator, rng_for, simulator_class
 from .store import DatasetStore
@@ -99,6 +101,17 @@ class GenerateReport:
         return asdict(self)
 
 
+def store_spec(config: GenerateConfig, lineage: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The arguments of :meth:`DatasetStore.create` for ``config``."""
+    sim = build_simulator(config)
+    return dict(
+        kind=config.kind, n_samples=config.samples, chunk=config.chunk, coords=sim.coords(),
+        param_names=sim.param_names, diagnostic_names=sim.diagnostic_names, config=config.resolved(),
+        config_hash=config.hash, seed=config.seed, lineage=list(lineage),
+        extra_attrs={"simulator": sim.store_attrs(), "runs": []},
+    )
+
+
 def prepare_store(
     config: GenerateConfig,
     out: str | Path,
@@ -108,7 +121,7 @@ def prepare_store(
     lineage: list[dict[str, Any]] = (),
 ) -> DatasetStore:
     """Create the store (metadata written once, on the driver) or reopen it for a resume."""
-    out = Path(out)
+    out = user_path(out)
     if resume and out.exists():
         store = DatasetStore.open(out, mode="r+")
         if store.config_hash != config.hash:
@@ -117,22 +130,7 @@ def prepare_store(
                 f"{config.hash[:12]}); resume with the same config or pass --overwrite"
             )
         return store
-    sim = build_simulator(config)
-    return DatasetStore.create(
-        out,
-        kind=config.kind,
-        n_samples=config.samples,
-        chunk=config.chunk,
-        coords=sim.coords(),
-        param_names=sim.param_names,
-        diagnostic_names=sim.diagnostic_names,
-        config=config.resolved(),
-        config_hash=config.hash,
-        seed=config.seed,
-        lineage=list(lineage),
-        extra_attrs={"simulator": sim.store_attrs(), "runs": []},
-        overwrite=overwrite,
-    )
+    return DatasetStore.create(out, **store_spec(config, lineage), overwrite=overwrite)
 
 
 def generate(
@@ -156,10 +154,14 @@ def generate(
 
     from cluster.connect import connect
 
+    out = user_path(out)
+    if not (resume and out.exists()):  # refuse before connecting or creating anything
+        check_replaceable(out, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr)
+        DatasetStore.validate_new(out, **store_spec(config))
+    target = connect(address, num_cpus=(workers * cpus_per_task) if workers else None)
     store = prepare_store(config, out, overwrite=overwrite, resume=resume)
     todo = store.missing_blocks()
     blocks_total = len(store.blocks())
-    target = connect(address, num_cpus=(workers * cpus_per_task) if workers else None)
     in_flight_max = workers or max(1, target.cpus // cpus_per_task)
     task = ray.remote(run_block).options(
         num_cpus=cpus_per_task, max_retries=max_retries, retry_exceptions=False, name="factory.block"
@@ -170,12 +172,12 @@ def generate(
     failures: list[str] = []
     failed_samples = 0
     pending: dict[Any, tuple[int, int]] = {}
-    queue = list(todo)
+    queue = deque(todo)
     n_todo = sum(e - s for s, e in todo)
     with progress_bar(f"generate {config.kind}", n_todo, enabled=progress) as advance:
         while queue or pending:
             while queue and len(pending) < in_flight_max:
-                s, e = queue.pop(0)
+                s, e = queue.popleft()
                 pending[task.remote(data, str(store.path), s, e, cpus_per_task)] = (s, e)
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

@@ -15,3 +15,11 @@ class StoreError(FactoryError):
 
 class GenerationError(FactoryError):
     """A generation run failed (e.g. a simulator returned NaN/Inf)."""
+
+
+class OutputError(FactoryError):
+    """An output path is unsafe: it overlaps an input, is not ours to replace, or cannot be written."""
+
+
+class ClusterError(FactoryError):
+    """A Ray or Dask cluster address cannot be reached."""

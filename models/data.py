@@ -51,8 +51,8 @@ def make_split(store: DatasetStore, val_fraction: float = 0.2, seed: int = 0,
     done = store.done_mask()
     if not done.any():
         raise StoreError(f"{store.path}: no sample is marked done; generate or resume the store first")
-    if "split" in store.group:
-        split = np.asarray(store.group["split"][:])
+    split = store.split_codes()
+    if split is not None:
         idx = [np.flatnonzero(done & (split == k)) for k in (TRAIN, VAL, TEST)]
         out = Split(*idx, source="store")
     else:

@@ -146,8 +146,8 @@ def select_samples(store: DatasetStore, desc: dict[str, Any], subset: str = "aut
         if subset in ("train", "val", "test"):
             return getattr(split, subset), f"the {subset} split"
         return split.held_out(), ("the test split" if len(split.test) else "the validation split") + " of the training store"
-    if "split" in store.group:
-        split = np.asarray(store.group["split"][:])
+    split = store.split_codes()
+    if split is not None:
         test = np.flatnonzero(store.done_mask() & (split == 2))
         if len(test):
             return test, "the store's test split"

@@ -96,14 +96,12 @@ def make_pmd_store(path: str | Path, kind: str = "unshifted", *, n: int = 64, sh
     coords = (Coord("ky", np.linspace(-KY_MAX, KY_MAX, h), "a.u."), Coord("kx", np.linspace(-KX_MAX, KX_MAX, w), "a.u."))
     pre = {"name": "pmd2d", "synthetic": "pmd-like", "log_floor": -5.0, "window": "global", "out_shape": [h, w],
            "ky_range": [-KY_MAX, KY_MAX], "kx_range": [-KX_MAX, KX_MAX], "scale": [0.0, 255.0]}
+    arrays = None if split is None else {"split": (_codes(split, n, seed), {})}
     st = DatasetStore.create(path, kind="synthetic-pmd", n_samples=n, chunk=min(chunk, n), coords=coords,
                              param_names=PARAMS, config={"kind": kind, "n": n, "seed": seed, "shape": list(shape)},
                              config_hash=f"pmd-like-{SLUG.get(kind, kind)}-{n}-{seed}-{h}x{w}", seed=seed,
-                             extra_attrs={"preprocessing": pre, "synthetic_set": kind}, overwrite=overwrite)
-    if split is not None:
-        codes = np.random.default_rng([seed, 99]).choice(3, size=n, p=np.asarray(split) / np.sum(split)).astype(np.int8)
-        arr = st.group.create_array("split", shape=(n,), chunks=(n,), dtype="int8", dimension_names=["sample"])
-        arr[:] = codes
+                             extra_attrs={"preprocessing": pre, "synthetic_set": kind}, sample_arrays=arrays,
+                             overwrite=overwrite)
     for s, e in st.blocks():
         st.write_block(s, images[s:e], {k: v[s:e] for k, v in p.items()})
     return st
@@ -155,10 +153,13 @@ def make_local_evidence_store(path: str | Path, *, n: int = 480, shape=(32, 64),
                              param_names=["R", "intensity"], config={"kind": "local-evidence", "n": n, "seed": seed},
                              config_hash=f"local-evidence-{n}-{seed}-{h}x{w}", seed=seed,
                              extra_attrs={"preprocessing": {"name": "synthetic-local-evidence", "out_shape": [h, w]},
-                                          "evidence_patch": [r0, r1, c0, c1]}, overwrite=overwrite)
-    codes = np.random.default_rng([seed, 99]).choice(3, size=n, p=np.asarray(split) / np.sum(split)).astype(np.int8)
-    arr = st.group.create_array("split", shape=(n,), chunks=(n,), dtype="int8", dimension_names=["sample"])
-    arr[:] = codes
+                                          "evidence_patch": [r0, r1, c0, c1]},
+                             sample_arrays={"split": (_codes(split, n, seed), {})}, overwrite=overwrite)
     for s, e in st.blocks():
         st.write_block(s, images[s:e], {"R": R[s:e], "intensity": I[s:e]})
     return st
+
+
+def _codes(split, n: int, seed: int) -> np.ndarray:
+    """Seeded split codes (0 train, 1 validation, 2 test) drawn with the given fractions."""
+    return np.random.default_rng([seed, 99]).choice(3, size=n, p=np.asarray(split) / np.sum(split)).astype(np.int8)

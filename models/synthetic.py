@@ -56,10 +56,8 @@ def make_store(path: str | Path, *, kind: str = "disks", n: int = 64, chunk: int
         path, kind=f"synthetic-{kind}", n_samples=n, chunk=chunk, coords=coords, param_names=["R", "I"],
         config={"kind": kind, "n": n, "seed": seed, "R_range": list(R_range)}, config_hash=f"synthetic-{kind}-{n}-{seed}-{R_range}",
         seed=seed, extra_attrs={"preprocessing": pre}, overwrite=overwrite,
+        sample_arrays=None if split is None else {"split": (np.asarray(split, dtype=np.int8), {})},
     )
-    if split is not None:
-        arr = store.group.create_array("split", shape=(n,), chunks=(n,), dtype="int8", dimension_names=["sample"])
-        arr[:] = np.asarray(split, dtype=np.int8)
     for s, e in store.blocks():
         store.write_block(s, images[s:e], {"R": R[s:e], "I": I[s:e]})
     return store

@@ -5,7 +5,7 @@ import pytest
 
 from factory.config import load_config
 from factory.engine import compute_block, generate
-from factory.errors import GenerationError, StoreError
+from factory.errors import GenerationError, OutputError, StoreError
 from factory.store import DatasetStore
 from tests.conftest import error_line, run_cli
 
@@ -73,7 +73,7 @@ def test_resume_with_other_config_is_refused_and_data_untouched(tmp_path, ray_lo
     before = arrays(path)
     with pytest.raises(StoreError, match="different config"):
         generate(load_config("blobs/tiny", ["simulator.noise=0.1"]), path, resume=True, progress=False)
-    with pytest.raises(StoreError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         generate(load_config("blobs/tiny"), path, progress=False)
     assert_same(arrays(path), before)
     # and through the CLI: one line, non-zero, still untouched
@@ -89,7 +89,9 @@ def test_nan_fails_its_block_loudly_and_is_not_stored(tmp_path, ray_local):
     path = tmp_path / "s.zarr"
     with pytest.raises(GenerationError, match=r"1 of 8 blocks failed, 28/32 samples done.*NaN/Inf for samples \[5, 6\]"):
         generate(cfg, path, progress=False)
-    st = DatasetStore.open(path)
+    with pytest.raises(StoreError, match=r"4 of 32 samples not done \(samples 4..7\)"):
+        DatasetStore.open(path)  # readers refuse it
+    st = DatasetStore.open(path, partial=True)
     done = st.done_mask()
     assert not done[4:8].any() and done[:4].all() and done[8:].all()
     assert np.isfinite(st.images[:]).all()

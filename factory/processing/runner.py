@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..progress import progress_bar
+from ..outputs import check_disjoint, user_path
 from ..store import DatasetStore
 
 BlockFn = Callable[[int, int], tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]]
@@ -57,10 +58,13 @@ def step_hash(step_config: dict[str, Any]) -> str:
 
 
 def open_or_create(
-    out: str | Path, step_config: dict[str, Any], create: Callable[[str], DatasetStore], overwrite: bool
+    out: str | Path, step_config: dict[str, Any], create: Callable[[str], DatasetStore], overwrite: bool,
+    sources: list[str],
 ) -> DatasetStore:
-    """Reopen ``out`` when it was made by the same step config (resume), else create it."""
-    out = Path(out)
+    """Reopen ``out`` when it was made by the same step config (resume), else create it.
+    An output that is, contains or lies inside a source is refused before anything is written."""
+    check_disjoint(out, sources)
+    out = user_path(out)
     h = step_hash(step_config)
     if out.exists() and not overwrite:
         store = DatasetStore.open(out, mode="r+")

@@ -31,14 +31,8 @@ class Sources:
     def __init__(self, paths: list[str | Path]):
         if not paths:
             raise StoreError("no source store given")
-        self.stores = [DatasetStore.open(p) for p in paths]
+        self.stores = [DatasetStore.open(p) for p in paths]  # refuses incomplete or damaged stores
         first = self.stores[0]
-        for st in self.stores:
-            if not st.done_mask().all():
-                raise StoreError(
-                    f"{st.path}: {int((~st.done_mask()).sum())} samples not done; "
-                    "finish it first (factory generate ... --resume)"
-                )
         for st in self.stores[1:]:
             problems = []
             if st.kind != first.kind:
@@ -83,7 +77,11 @@ class Sources:
         return [st.config_hash for st in self.stores]
 
     def dask_images(self) -> da.Array:
-        return da.concatenate([da.from_zarr(st.images) for st in self.stores])
+        """The images as one Dask array; every chunk is checked against its digest when read."""
+        return da.concatenate([
+            da.from_array(st.images, chunks=(st.chunk, *st.images.shape[1:]), asarray=True, fancy=False)
+            for st in self.stores
+        ])
 
 
 def read_images(paths: list[str], offsets: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -106,11 +104,12 @@ def read_images(paths: list[str], offsets: np.ndarray, index: np.ndarray) -> np.
     return out
 
 
-def _create(out, h, *, kind, n, chunk, coords, params, diags, config, lineage, extra, overwrite):
+def _create(out, h, *, kind, n, chunk, coords, params, diags, config, lineage, extra, overwrite, split=None):
+    arrays = {"split": (np.asarray(split, dtype=np.int8), {"codes": SPLIT_NAMES})} if split is not None else None
     return DatasetStore.create(
         out, kind=kind, n_samples=n, chunk=chunk, coords=coords, param_names=params,
         diagnostic_names=diags, config=config, config_hash=h, lineage=lineage,
-        extra_attrs=extra, overwrite=overwrite,
+        extra_attrs=extra, sample_arrays=arrays, overwrite=overwrite,
     )
 
 
@@ -174,7 +173,7 @@ def focal_average_store(source: str | Path, out: str | Path, *, method: str = "p
         diags=["tail_fraction"], config=config, lineage=src.lineage(),
         extra={"step": "focal-average", "simulator": st.meta.get("simulator", {}),
                "focal_average": {"method": method, "ladder": ladder, "lower_limit": "lowest ladder intensity"}},
-        overwrite=overwrite), overwrite)
+        overwrite=overwrite), overwrite, src.paths)
     return run_blocks(store, FocalBlock(str(st.path), ladder, method, keep), "focal-average", **run)
 
 
@@ -240,7 +239,7 @@ def interpolate_store(sources: list[str | Path], out: str | Path, *, axes: list[
         extra={"step": "interpolate", "simulator": src.first.meta.get("simulator", {}),
                "interpolation": {"axes": axes, "method": method, "sources": src.n,
                                  "dropped_outside": dropped}},
-        overwrite=overwrite), overwrite)
+        overwrite=overwrite), overwrite, src.paths)
     block = InterpBlock(tuple(src.paths), src.offsets, w, labels)
     return run_blocks(store, block, "interpolate", **run)
 
@@ -319,26 +318,19 @@ def preprocess_store(sources: list[str | Path], out: str | Path, *, mode: str, w
     config = {"step": "preprocess", "sources": src.hashes(), "preprocessing": desc, "split": list(split), "seed": seed}
 
     def create(h):
-        st = _create(out, h, kind=src.first.kind, n=src.n, chunk=min(chunk, src.n), coords=coords,
-                     params=list(labels), diags=[], config=config, lineage=src.lineage(),
-                     extra={"step": "preprocess", "preprocessing": desc, "simulator": src.first.meta.get("simulator", {}),
-                            "split": {"seed": seed, "fractions": list(split), "codes": SPLIT_NAMES}},
-                     overwrite=overwrite)
-        write_split(st, codes)
-        return st
+        return _create(out, h, kind=src.first.kind, n=src.n, chunk=min(chunk, src.n), coords=coords,
+                       params=list(labels), diags=[], config=config, lineage=src.lineage(),
+                       extra={"step": "preprocess", "preprocessing": desc, "simulator": src.first.meta.get("simulator", {}),
+                              "split": {"seed": seed, "fractions": list(split), "codes": SPLIT_NAMES}},
+                       overwrite=overwrite, split=codes)
 
-    store = open_or_create(out, config, create, overwrite)
+    store = open_or_create(out, config, create, overwrite, src.paths)
     return run_blocks(store, PreprocessBlock(tuple(src.paths), src.offsets, desc, raw_coords, labels), "preprocess", **run)
 
 
-def write_split(store: DatasetStore, codes: np.ndarray) -> None:
-    """The ``split`` array (sample,) int8: 0 train, 1 validation, 2 test."""
-    if "split" in store.group:
-        store.group["split"][:] = codes
-        return
-    arr = store.group.create_array("split", shape=(store.n_samples,), chunks=(store.n_samples,), dtype="int8",
-                                   dimension_names=["sample"], attributes={"codes": SPLIT_NAMES})
-    arr[:] = codes
+def write_split(store: DatasetStore, codes: np.ndarray, **meta: Any) -> None:
+    """(Re)write the ``split`` array (sample,) int8: 0 train, 1 validation, 2 test."""
+    store.set_sample_array("split", np.asarray(codes, dtype=np.int8), {"codes": SPLIT_NAMES}, **meta)
 
 
 def split_store(path: str | Path, *, fractions: tuple[float, float, float], seed: int = 0) -> dict[str, int]:
@@ -350,13 +342,12 @@ def split_store(path: str | Path, *, fractions: tuple[float, float, float], seed
         codes = assign_splits(st.n_samples, fractions, seed, computed)
     except ValueError as exc:
         raise StoreError(str(exc)) from None
-    write_split(st, codes)
-    st.update_meta(split={"seed": seed, "fractions": list(fractions), "codes": SPLIT_NAMES})
+    write_split(st, codes, split={"seed": seed, "fractions": list(fractions), "codes": SPLIT_NAMES})
     return {SPLIT_NAMES[c]: int((codes == c).sum()) for c in SPLIT_NAMES}
 
 
 def read_split(store: DatasetStore) -> np.ndarray | None:
-    return store.group["split"][:] if "split" in store.group else None
+    return store.split_codes()
 
 
 # -- augmentation ----------------------------------------------------------------------
@@ -402,14 +393,12 @@ def augment_store(source: str | Path, out: str | Path, *, factor: int = 11, seed
     config = {"step": "augment", "sources": src.hashes(), "factor": factor, "seed": seed, "only_split": only_split}
 
     def create(h):
-        s = _create(out, h, kind=st.kind, n=len(source_index), chunk=min(chunk, len(source_index)),
-                    coords=src.coords(), params=list(labels), diags=[], config=config, lineage=src.lineage(),
-                    extra={"step": "augment", "preprocessing": st.meta.get("preprocessing"),
-                           "simulator": st.meta.get("simulator", {}),
-                           "augmentation": {"filters": aug.FILTER_NAMES, "factor": factor, "seed": seed}},
-                    overwrite=overwrite)
-        write_split(s, codes[source_index])
-        return s
+        return _create(out, h, kind=st.kind, n=len(source_index), chunk=min(chunk, len(source_index)),
+                       coords=src.coords(), params=list(labels), diags=[], config=config, lineage=src.lineage(),
+                       extra={"step": "augment", "preprocessing": st.meta.get("preprocessing"),
+                              "simulator": st.meta.get("simulator", {}),
+                              "augmentation": {"filters": aug.FILTER_NAMES, "factor": factor, "seed": seed}},
+                       overwrite=overwrite, split=codes[source_index])
 
-    store = open_or_create(out, config, create, overwrite)
+    store = open_or_create(out, config, create, overwrite, src.paths)
     return run_blocks(store, AugmentBlock(str(st.path), seed, source_index, filters, labels), "augment", **run)

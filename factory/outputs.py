@@ -1,0 +1,192 @@
+"""Where outputs go, and the only way the project ever replaces something on disk.
+
+Rules (the README's "Guarantees"):
+
+* every user path is made absolute once, at the library boundary (:func:`user_path`), so
+  workers that run in another directory (Ray Train, Dask) write where the user meant;
+* an output never overlaps an input (:func:`check_disjoint`): not the same folder, not inside
+  it, not containing it;
+* ``--overwrite`` replaces only a folder the project itself created, recognised by a marker a
+  user's file cannot be confused with (a store's ``zarr.json`` carrying the factory attributes,
+  a run folder's own manifest) and holding nothing else; a symlink, a file or a folder with
+  other content is refused;
+* nothing is deleted before its replacement is ready: :func:`staged_output` builds the new
+  output in a hidden sibling folder and swaps it into place in one atomic rename (Linux
+  ``renameat2(RENAME_EXCHANGE)`` when the old one exists), so a killed process leaves either
+  the old output or the new one - never neither, never a half-created one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from .errors import OutputError
+
+#: top-level folders where no output may go (kernel interfaces, devices)
+FORBIDDEN_ROOTS = tuple(Path(p) for p in ("/proc", "/sys", "/dev"))
+TMP_TAG = ".factory-tmp-"
+
+
+def user_path(path: str | os.PathLike) -> Path:
+    """The absolute form of a path a user gave (``~`` expanded, symlinks kept as they are)."""
+    p = Path(os.path.abspath(Path(path).expanduser()))
+    for root in FORBIDDEN_ROOTS:
+        if p == root or root in p.parents:
+            raise OutputError(f"{p}: refusing to use a path under {root}")
+    return p
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def check_disjoint(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse an output that is, contains, or lies inside any of ``inputs``."""
+    o = _real(user_path(out))
+    for src in inputs:
+        s = _real(user_path(src))
+        if o == s:
+            raise OutputError(f"output {out} is the input {src}; choose another --out")
+        if s in o.parents:
+            raise OutputError(f"output {out} lies inside the input {src}; choose another --out")
+        if o in s.parents:
+            raise OutputError(f"output {out} contains the input {src}; choose another --out")
+
+
+# -- recognising what the project created -------------------------------------------------
+def _json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_zarr_node(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and (path / "zarr.json").is_file()
+
+
+def is_factory_zarr(path: str | os.PathLike) -> bool:
+    """A Zarr v3 group the project wrote (a dataset store or a predictions store): its
+    ``zarr.json`` carries the ``factory`` (dataset) or ``stream`` (predictions) attributes,
+    and every entry beside it is a Zarr node (no user file, no foreign folder)."""
+    path = Path(path)
+    meta = _json(path / "zarr.json")
+    if not meta or meta.get("node_type") != "group":
+        return False
+    attrs = meta.get("attributes") or {}
+    factory = attrs.get("factory")
+    ours = (isinstance(factory, dict) and "schema_version" in factory) or isinstance(attrs.get("stream"), dict)
+    if not ours:
+        return False
+    return all(e.name == "zarr.json" or _is_zarr_node(Path(e.path)) for e in os.scandir(path))
+
+
+RecogniseFn = Callable[[Path], bool]
+
+
+def check_replaceable(out: Path, *, overwrite: bool, what: str, recognise: RecogniseFn) -> None:
+    """Refuse before any work: an existing ``out`` without ``overwrite``, or one that is not a
+    ``what`` the project created (``recognise``), a symlink, or a file."""
+    if out.is_symlink():
+        raise OutputError(f"{out} is a symbolic link; refusing to write through it (give the real path)")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise OutputError(f"{out} already exists; pass --overwrite to replace it or --resume to continue it")
+    if not out.is_dir():
+        raise OutputError(f"{out} exists and is a file, not a {what}; refusing to replace it")
+    if not recognise(out):
+        raise OutputError(
+            f"{out} exists and is not a {what} made by factory (or holds other files); refusing to replace it"
+        )
+
+
+# -- atomic swap ---------------------------------------------------------------------------
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if not out.exists() and not out.is_symlink():
+        os.rename(tmp, out)  # atomic; a folder that appeared meanwhile makes this fail loudly
+        return
+    if _exchange(tmp, out):  # out now new, tmp holds the old one
+        shutil.rmtree(tmp)
+        return
+    aside = out.with_name(f".{out.name}{TMP_TAG}old-{os.getpid()}-{secrets.token_hex(4)}")
+    os.rename(out, aside)
+    os.rename(tmp, out)
+    shutil.rmtree(aside)
+
+
+def _remove_stale(out: Path) -> None:
+    """Temporary siblings of ``out`` left by a killed process of this project (by name)."""
+    prefix = f".{out.name}{TMP_TAG}"
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(out.parent):
+            if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
+                parts = entry.name[len(prefix):].split("-")
+                pid = parts[-2] if len(parts) >= 2 else ""
+                if pid.isdigit() and _alive(int(pid)):
+                    continue
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def staged_output(out: str | os.PathLike, *, overwrite: bool, what: str, recognise: RecogniseFn) -> Iterator[Path]:
+    """Build a new output in a hidden sibling folder, then swap it into ``out``.
+
+    Everything is checked before the caller builds anything; the old ``out`` (only ever one
+    ``recognise`` accepts) is removed only after the new one is in place. A failure while
+    building removes the temporary folder and leaves ``out`` as it was.
+    """
+    out = user_path(out)
+    check_replaceable(out, overwrite=overwrite, what=what, recognise=recognise)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create its parent folder ({exc.strerror})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise OutputError(f"{out.parent}: not writable")
+    _remove_stale(out)
+    tmp = out.with_name(f".{out.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        yield tmp
+        check_replaceable(out, overwrite=overwrite, what=what, recognise=recognise)  # still true?
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
