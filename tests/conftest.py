@@ -32,7 +32,8 @@ def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
-    """The one-line error a failed command printed (last non-empty stderr line)."""
+    """The one ``error:`` line a failed command printed; a traceback anywhere on stderr fails the test."""
+    assert "Traceback (most recent call last)" not in proc.stderr, f"a traceback, not a one-line error:\n{proc.stderr}"
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     errors = [l for l in lines if l.startswith("error: ")]
     assert len(errors) == 1, f"expected exactly one 'error:' line, got:\n{proc.stderr}"
