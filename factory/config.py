@@ -15,8 +15,10 @@ Presets live in ``configs/<kind>/<size>.yaml`` with sizes ``paper``, ``small`` a
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,35 @@ from .errors import ConfigError
 from .simulators import SimulatorConfig, simulator_class
 
 SIZES = ("paper", "small", "tiny")
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything past 1 MiB unread
+MAX_YAML_DEPTH = 64  # nesting of lists/mappings in one config
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases (a nested-alias "billion laughs" file expands
+    exponentially) and with bounded nesting; both become a YAMLError naming the line."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(problem="anchors (&name) and aliases (*name) are not allowed in configs; "
+                                       "write the values out", problem_mark=event.start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                           problem_mark=event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def configs_dir() -> Path:
@@ -71,14 +102,16 @@ def _format_validation(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key {loc!r}")
         elif err["type"] == "missing":
             parts.append(f"missing key {loc!r}")
+        elif not err["loc"]:  # a check across keys: its message names them, the whole section is noise
+            parts.append(f"{loc}: {msg}" if loc else msg)
         else:
             parts.append(f"{loc} = {err.get('input')!r}: {msg}")
-    return "; ".join(parts)
+    return _one_line("; ".join(parts))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -90,15 +123,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(path):
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.problem})") from None
+        problem = _one_line(getattr(exc, "problem", None) or exc)
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({problem})") from None
     return path, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.path=value`` overrides to a nested dict (a new dict is returned)."""
-    data = json.loads(json.dumps(data))
+    data = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)
         node = data
@@ -129,12 +163,26 @@ def list_presets() -> list[str]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file: at most MAX_CONFIG_BYTES of UTF-8, no aliases."""
     try:
-        data = yaml.safe_load(path.read_text())
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
+    try:
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} malformed YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = _one_line(getattr(exc, "problem", None) or exc)
+        raise ConfigError(f"{path}:{where} malformed YAML: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
     return data
@@ -159,9 +207,25 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> GenerateCo
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_format_validation(exc, 'simulator')}") from None
     try:
-        return GenerateConfig.model_validate({**data, "simulator": sim_cfg})
+        cfg = GenerateConfig.model_validate({**data, "simulator": sim_cfg})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_format_validation(exc)}") from None
+    key = _non_finite({**cfg.model_dump(exclude={"simulator"}), "simulator": cfg.simulator.model_dump()})
+    if key is not None:
+        raise ConfigError(f"{source}: {key[0]} = {key[1]!r}: every number in a config must be finite (no NaN or Inf)")
+    return cfg
+
+
+def _non_finite(node: Any, key: str = "") -> tuple[str, Any] | None:
+    """(dotted key, value) of the first NaN/Inf anywhere in a validated config, else None."""
+    if isinstance(node, float):
+        return None if math.isfinite(node) else (key, node)
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}[{k}]" if isinstance(k, int) else f"{key}.{k}" if key else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 def load_config(

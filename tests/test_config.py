@@ -85,3 +85,58 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert words in error_line(proc)
     assert not out.exists()
+
+
+# -- hostile config files (issue 13, items 15 and 16) ------------------------------------------------
+def test_yaml_aliases_are_refused_naming_the_line(tmp_path):
+    laughs = tmp_path / "laughs.yaml"
+    laughs.write_text("kind: blobs\nsamples: 4\na: &a [lol, lol, lol]\nb: [*a, *a, *a]\n")
+    with pytest.raises(ConfigError, match=r"laughs.yaml: line 3 .*aliases \(\*name\) are not allowed"):
+        load_config(laughs)
+    merge = tmp_path / "merge.yaml"
+    merge.write_text("base: &b {kind: blobs, samples: 4}\n<<: *b\n")
+    with pytest.raises(ConfigError, match="line 1 .*anchors"):
+        load_config(merge)
+    with pytest.raises(ConfigError, match="anchors"):
+        load_config("blobs/tiny", ["simulator.center=&c [0, 1]"])
+
+
+def test_files_are_bounded_and_must_be_utf8_mappings(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("kind: blobs\nsamples: 4\n" + "#" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        load_config(big)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"kind: blobs\nsamples: 4\nname: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin.yaml: line 3: not UTF-8 text \(byte 0xe9"):
+        load_config(latin)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("kind: blobs\nsamples: 4\nname: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested more than"):
+        load_config(deep)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("simulator.center=[-.inf, .inf]", "simulator.center[0] = -inf"),
+    ("simulator.amplitude=[0.1, .inf]", "simulator.amplitude[1] = inf"),
+])
+def test_non_finite_numbers_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match="finite") as err:
+        load_config("blobs/tiny", [override])
+    assert key in str(err.value)
+
+
+@pytest.mark.parametrize("spec, overrides, words", [
+    ("tdse/tiny", ["simulator.preset=[]"], "simulator.preset"),  # was a TypeError (unhashable list)
+    ("blobs/tiny", ["samples=\x08"], "not valid YAML"),  # a control character: was an AttributeError
+])
+def test_odd_values_are_config_errors(spec, overrides, words):
+    with pytest.raises(ConfigError, match=words):
+        load_config(spec, overrides)
+
+
+def test_yaml_dates_and_bytes_in_a_file_are_config_errors(tmp_path):
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("kind: blobs\nsamples: 4\nseed: 2020-01-01\nname: !!binary aGk=\n")
+    with pytest.raises(ConfigError, match="seed = datetime.date"):  # was a TypeError (json.dumps of a date)
+        load_config(odd, ["chunk=2"])

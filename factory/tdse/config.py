@@ -176,7 +176,7 @@ class TDSEConfig(SimulatorConfig):
         if not isinstance(data, dict):
             return data
         name = data.get("preset", "small")
-        if name not in PRESETS:
+        if not isinstance(name, str) or name not in PRESETS:
             return data  # the Literal check reports it
         return _merge(PRESETS[name], data)
 
