@@ -32,13 +32,13 @@ def _run_kw(address, workers, as_json):
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
+    from .splits import check_fractions
+
     try:
-        parts = tuple(float(p) for p in text.split(","))
+        return check_fractions(text.split(","))
     except ValueError:
-        parts = ()
-    if len(parts) != 3:
-        fail(f"--split {text!r}: give three fractions train,validation,test such as 0.8,0.1,0.1")
-    return parts
+        fail(f"--split {text!r}: give three finite fractions >= 0 summing to 1 (train,validation,test), "
+             "such as 0.8,0.1,0.1")
 
 
 @app.command("focal-average")
