@@ -14,6 +14,11 @@ from typing import Annotated, Optional
 
 import typer
 
+try:  # typer >= 0.22 ships its own copy of click; its parser raises these
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import exceptions as click_exc
+
 from .errors import FactoryError
 
 app = typer.Typer(
@@ -96,7 +101,7 @@ def info(
     """Describe a dataset store; --verify finds damaged chunks and names their samples."""
     from .store import DatasetStore
 
-    ds = DatasetStore.open(store)
+    ds = DatasetStore.open(store, partial=True)  # describe incomplete stores too
     data = ds.info()
     damage = ds.verify() if verify else None
     if damage is not None:
@@ -160,7 +165,13 @@ def quickstart(
     typer.echo(f"report: {report}")
 
 
+_mounted = False
+
+
 def _mount_subcommands() -> None:
+    global _mounted
+    if _mounted:  # main() may run more than once in a process (tests)
+        return
     from .processing.cli import app as process_app
 
     app.add_typer(process_app, name="process")
@@ -178,11 +189,30 @@ def _mount_subcommands() -> None:
     from models.stream.cli import app as predict_app
 
     app.add_typer(predict_app, name="predict")
+    _mounted = True
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> int:
+    """Run ``factory``; usage errors (a bad or missing option) become one ``error:`` line, exit 2."""
     _mount_subcommands()
-    app()
+    try:
+        code = app(args=args, standalone_mode=False)
+    except getattr(click_exc, "NoArgsIsHelpError", ()) as exc:  # `factory` or `factory process` alone
+        if exc.format_message().strip():  # rich typer printed the help already
+            exc.show()
+        return 2
+    except click_exc.UsageError as exc:  # BadParameter, NoSuchOption, MissingParameter, no such command
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        return 2
+    except click_exc.ClickException as exc:  # e.g. FileError
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        return exc.exit_code or 1
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        return 1
+    # a command's normal return is exit 0; typer.Exit(code) arrives here as that int
+    return code if type(code) is int else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,12 @@ from typing import Optional
 import numpy as np
 import typer
 
+from ..errors import FactoryError
+
+# what bad input raises (a config, a quaternion, a shape, an unwritable --out); anything else is
+# a bug in the project and keeps its traceback
+USER_ERRORS = (FactoryError, ValueError, OSError)
+
 app = typer.Typer(
     help="MSFT wide-angle scattering: single patterns, shapes, orientation domains.",
     no_args_is_help=True,
@@ -91,9 +97,7 @@ def pattern_cmd(
                 f"{res.image.shape[1]} in {res.diagnostics['time_s']:.3f} s"
                 + (f" -> {out}" if out else "")
             )
-    except typer.Exit:
-        raise
-    except Exception as exc:  # one line, non-zero exit
+    except USER_ERRORS as exc:  # one line, non-zero exit
         _fail(exc)
 
 
@@ -146,7 +150,7 @@ def domain_cmd(group: str = typer.Option("I", help="rotation group (scipy name: 
                 indent=2,
             )
         )
-    except Exception as exc:
+    except USER_ERRORS as exc:
         _fail(exc)
 
 
