@@ -47,6 +47,18 @@ def _options(items: list[str] | None, base=None, **extra):
     return BaselineOptions.from_dict(data)
 
 
+def _indices(text: str | None) -> list[int] | None:
+    """``--indices 0,5,9`` as sample numbers (None when not given)."""
+    from factory.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--indices {text!r}: give comma-separated sample numbers such as 0,5,9") from None
+
+
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     from factory.errors import ConfigError
 
@@ -165,9 +177,8 @@ def forward_fit_cmd(
         rep = forward_fit(images, fm, settings, truths=truths, out=out, network=model,
                           network_images=network_input(model, images) if model else None, progress=not as_json)
     elif store is not None:
-        idx = [int(s) for s in indices.split(",")] if indices else None
-        rep = forward_fit_store(store, out, n=n, indices=idx, settings=settings, config=config, network=model,
-                                progress=not as_json)
+        rep = forward_fit_store(store, out, n=n, indices=_indices(indices), settings=settings, config=config,
+                                network=model, progress=not as_json)
     else:
         fail("give an MSFT store or --simulate N")
     if as_json:
@@ -202,8 +213,7 @@ def explain_cmd(
     """Occlusion sensitivity, Grad-CAM or LIME maps (captum) as PNG overlays."""
     from .explain import explain_store
 
-    idx = [int(s) for s in indices.split(",")] if indices else None
-    res = explain_store(model, store, out, method=method, n=n, indices=idx, label=label)
+    res = explain_store(model, store, out, method=method, n=n, indices=_indices(indices), label=label)
     if as_json:
         _echo_json(res)
         return

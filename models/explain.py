@@ -222,7 +222,9 @@ def explain_store(model: str | Path, store: str | Path, out: str | Path, *, meth
         raise StoreError(f"{ds.path}: images are {list(ds.images.shape[1:])} but the model takes {shape}; "
                          "explain it on a store preprocessed like its training store")
     if indices is None:
-        pool, _ = select_samples(ds, ex.desc, "auto")
+        pool, which = select_samples(ds, ex.desc, "auto")
+        if len(pool) == 0:
+            raise StoreError(f"{ds.path}: no images to explain ({which} is empty); use a store with done samples")
         idx = np.asarray(pool[:n], dtype=np.int64)
     else:
         idx = np.asarray(indices, dtype=np.int64)
@@ -304,6 +306,9 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
     pool, which = select_samples(ds, ex.desc, "auto")
     if "interpolated" in ds.param_names:
         pool = pool[ds.params(["interpolated"])["interpolated"][pool] < 0.5]
+    if len(pool) < 2:  # one image for the dictionary and one to classify, at the very least
+        raise StoreError(f"{ds.path}: {len(pool)} held-out computed images ({which}) are too few for a dictionary "
+                         "and a test; use a larger store")
     p = ds.params([cl["label"]] + ([intensity_label] if intensity_label in ds.param_names else []))
     k = len(cl["edges"]) - 1
     cls = class_index(p[cl["label"]][pool], cl["edges"])
