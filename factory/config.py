@@ -147,14 +147,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def resolve_config_path(spec: str | Path) -> Path:
     """A file path, or a preset name like ``blobs/tiny`` (``configs/blobs/tiny.yaml``)."""
     path = Path(spec)
-    if path.is_file():
+    if _is_file(path):
         return path
     preset = configs_dir() / f"{spec}.yaml"
-    if preset.is_file():
+    if _is_file(preset):
         return preset
     raise ConfigError(
         f"config {str(spec)!r} is neither a file nor a preset; presets: {', '.join(list_presets())}"
     )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte: not a file either
+        return False
 
 
 def list_presets() -> list[str]:

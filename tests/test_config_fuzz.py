@@ -137,3 +137,10 @@ def test_bytes_that_may_not_be_utf8(tmp_path_factory, data, where):
     path = tmp_path_factory.getbasetemp() / "fuzz-bytes.yaml"
     path.write_bytes(raw[:i] + data + raw[i:])
     _outcome(lambda: load_config(path))
+
+
+@FUZZ
+@given(spec=st.text(max_size=40) | st.builds("{}/{}".format, st.sampled_from(sorted(KINDS)), st.text(max_size=8))
+       | st.text(min_size=256, max_size=400))
+def test_config_names(spec):
+    _outcome(lambda: load_config(spec))
