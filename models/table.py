@@ -282,15 +282,12 @@ def write_csv(result: dict[str, Any], path: str | Path) -> Path:
 # -- the config file --------------------------------------------------------------------------------
 def load_table_config(path: str | Path) -> dict[str, Any]:
     """A table config (YAML) as keyword arguments of :func:`transferability_table`; paths relative to the file."""
-    import yaml
+    from factory.config import read_yaml  # size-bounded, no aliases, UTF-8 checked
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"table config {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path)
     known = {"train", "test", "references", "shifted", "cnn", "transfer", "methods", "label", "options"}
     bad = sorted(set(data) - known)
     if bad:
