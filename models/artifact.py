@@ -17,6 +17,7 @@ orientation labels the quaternion is normalised and projected into the fundament
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -69,14 +70,29 @@ def read_description(folder: str | Path) -> dict[str, Any]:
 
 
 def load_state(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a model folder or checkpoint; ModelError naming the file if it is damaged."""
     folder = Path(folder)
-    if (folder / WEIGHTS).is_file():
+    path = folder / WEIGHTS
+    if path.is_file():
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(folder / WEIGHTS))
+        try:
+            return load_file(str(path))
+        except SafetensorError as exc:
+            raise ModelError(f"{path}: damaged weights ({exc}); restore the file or retrain") from None
     if (folder / "weights.pt").is_file():
-        return torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        return load_torch(folder / "weights.pt", "weights")
     raise ModelError(f"{folder}: no {WEIGHTS}")
+
+
+def load_torch(path: str | Path, what: str) -> Any:
+    """``torch.load(weights_only=True)`` of a file; ModelError naming the file if it is damaged."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{path}: damaged {what} ({first})") from None
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

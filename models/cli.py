@@ -46,7 +46,7 @@ def train_cmd(
     workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers (overrides run.workers)")] = None,
     gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="force GPU use on or off (default: when present)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its latest checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace a run folder factory made (never anything else), once the new one is ready")] = False,
     address: Address = None,
     as_json: AsJson = False,
     progress: Annotated[bool, typer.Option(help="print one line per epoch")] = True,
@@ -116,7 +116,7 @@ def transfer_cmd(
     max_train: Annotated[Optional[int], typer.Option(min=1, help="use only this many training images")] = None,
     scratch: Annotated[bool, typer.Option(help="also train a model from scratch on the same set")] = True,
     set_: Sets = None,
-    overwrite: Annotated[bool, typer.Option(help="replace existing runs in --out")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace a transfer folder factory made (never anything else), once the new one is complete")] = False,
     address: Address = None,
     as_json: AsJson = False,
 ):
@@ -144,7 +144,7 @@ def learning_curve_cmd(
     target: Annotated[Optional[float], typer.Option(help="report the N needed for this MAE")] = None,
     label: Annotated[Optional[str], typer.Option(help="label to score (default: the first)")] = None,
     set_: Sets = None,
-    overwrite: Annotated[bool, typer.Option(help="replace existing runs in --out")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace a learning-curve folder factory made (never anything else), once the new one is complete")] = False,
     address: Address = None,
     as_json: AsJson = False,
 ):

@@ -17,11 +17,16 @@ from typing import Any
 import numpy as np
 
 from factory.errors import ConfigError
+from factory.outputs import check_disjoint, staged_output, user_path
 from factory.store import DatasetStore
 
-from .data import make_split
 from .evaluate import _plt, evaluate
-from .train import TrainConfig, train
+from .train import MANIFEST_VERSION, TrainConfig, owned_output, train, training_split, write_manifest
+
+SCHEMA = "factory.learning-curve"
+#: a learning-curve folder: its manifest, one run per N, the summary and the figure
+is_learning_curve_folder = owned_output(SCHEMA, frozenset({"learning-curve.json", "learning-curve.png"}),
+                                        pattern=r"N-\d{6,}")
 
 PAPER_FIT = (7.241, -0.526, 0.075)  # seed 000, Fig. 2b (R, I and CEP random)
 
@@ -57,31 +62,41 @@ def n_for_target(a: float, b: float, c: float, target: float) -> float:
 def learning_curve(config: TrainConfig, store: str | Path, out: str | Path, sizes: list[int], *,
                    target: float | None = None, label: str | None = None, overwrite: bool = False,
                    progress: bool = True, address: str | None = None) -> dict[str, Any]:
-    """Train ``config`` at each N in ``sizes`` on ``store``; fit and plot; returns the summary."""
-    out = Path(out)
+    """Train ``config`` at each N in ``sizes`` on ``store``; fit and plot; returns the summary.
+
+    The whole folder is built in a hidden sibling and renamed into place when complete;
+    ``overwrite`` replaces only a learning-curve folder the project made."""
+    store, out = user_path(store), user_path(out)
+    check_disjoint(out, [store])
     ds = DatasetStore.open(store)
-    split = make_split(ds, config.data.val_fraction, config.data.split_seed)
+    split = training_split(ds, config.data.val_fraction, config.data.split_seed)
     sizes = sorted({int(s) for s in sizes})
     if not sizes or sizes[0] < config.optim.batch_size or sizes[-1] > len(split.train):
         raise ConfigError(f"sizes {sizes} must lie in [batch size {config.optim.batch_size}, "
                           f"training split {len(split.train)}]")
     label = label or config.data.labels[0]
+    if label not in config.data.labels:
+        raise ConfigError(f"--label {label!r}: the config trains {config.data.labels}")
     held = split.held_out()
     points = []
-    for n in sizes:
-        cfg = config.model_copy(update={"data": config.data.model_copy(update={"max_train": n})})
-        res = train(cfg, store, out / f"N-{n:06d}", overwrite=overwrite, progress=progress, address=address)
-        ev = evaluate(res.model, store, None, indices=held)
-        points.append({"N": n, "mae": ev["per_label"][label]["mae"], "wall_s": res.wall_s,
-                       "epochs": res.epochs_done})
-    summary: dict[str, Any] = {"label": label, "held_out": int(len(held)), "points": points}
-    if len(points) >= 3:
-        a, b, c = fit_power_law([p["N"] for p in points], [p["mae"] for p in points])
-        summary["fit"] = {"a": a, "b": b, "c": c}
-        if target is not None:
-            summary["target"] = {"mae": target, "N": n_for_target(a, b, c, target)}
-    summary["figure"] = str(plot_learning_curve(summary, out / "learning-curve.png"))
-    (out / "learning-curve.json").write_text(json.dumps(summary, indent=1))
+    with staged_output(out, overwrite=overwrite, what="learning-curve folder", recognise=is_learning_curve_folder) as tmp:
+        tmp.mkdir()
+        write_manifest(tmp, {"schema": SCHEMA, "version": MANIFEST_VERSION, "store": str(store), "sizes": sizes})
+        for n in sizes:
+            cfg = config.model_copy(update={"data": config.data.model_copy(update={"max_train": n})})
+            res = train(cfg, store, tmp / f"N-{n:06d}", progress=progress, address=address)
+            ev = evaluate(res.model, store, None, indices=held)
+            points.append({"N": n, "mae": ev["per_label"][label]["mae"], "wall_s": res.wall_s,
+                           "epochs": res.epochs_done})
+        summary: dict[str, Any] = {"label": label, "held_out": int(len(held)), "points": points}
+        if len(points) >= 3:
+            a, b, c = fit_power_law([p["N"] for p in points], [p["mae"] for p in points])
+            summary["fit"] = {"a": a, "b": b, "c": c}
+            if target is not None:
+                summary["target"] = {"mae": target, "N": n_for_target(a, b, c, target)}
+        plot_learning_curve(summary, tmp / "learning-curve.png")
+        summary["figure"] = str(out / "learning-curve.png")
+        (tmp / "learning-curve.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 

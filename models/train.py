@@ -12,13 +12,19 @@ A training config (YAML, validated; presets in ``configs/train/<preset>/<size>.y
 
 :func:`train` prepares everything on the driver (split, label scaling, input statistics,
 the model description with the store's preprocessing and lineage, compatibility checks of
-a checkpoint to resume or a model to transfer from) and runs :func:`train_func_per_worker`
-on ``run.workers`` Ray Train workers (GPU when present).  Every epoch rank 0 writes a
-checkpoint (weights, description with the history, optimizer state) that Ray stores under
-``OUT/checkpoints/attempt-K/epoch-NNNN``; ``resume=True`` continues from the latest one.
-At the end the best (or last) checkpoint becomes the model artefact ``OUT/model`` and the
-loss curves ``OUT/loss.png``.  ``run.backend: local`` runs the same function in-process
-without Ray (one worker; for notebooks and quick sweeps).
+a checkpoint to resume or a model to transfer from, the Ray resources) and runs
+:func:`train_func_per_worker` on ``run.workers`` Ray Train workers (GPU when present).  Every
+epoch rank 0 writes a checkpoint (weights, description with the history, optimizer state)
+that Ray stores under ``OUT/checkpoints/attempt-K/epoch-NNNN``; ``resume=True`` continues
+from the latest one.  At the end the best (or last) checkpoint becomes the model artefact
+``OUT/model`` and the loss curves ``OUT/loss.png``.  ``run.backend: local`` runs the same
+function in-process without Ray (one worker; for notebooks and quick sweeps).
+
+The run folder is the project's own: its manifest ``factory-run.json`` (schema
+``factory.train-run``) marks it, and it holds only the names in :data:`RUN_NAMES`.  Nothing
+is written before every check has passed; a new run folder is built in a hidden sibling and
+renamed into place (:func:`factory.outputs.staged_output`), and ``overwrite=True`` replaces
+only a folder :func:`is_run_folder` recognises.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -35,14 +42,15 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from factory.config import _format_validation, apply_overrides, configs_dir, read_yaml
-from factory.errors import ConfigError
+from factory.errors import ConfigError, OutputError, StoreError
+from factory.outputs import check_disjoint, check_replaceable, staged_output, user_path
 from factory.store import DatasetStore, code_version, lineage_entry
 
-from .artifact import (DESCRIPTION, OPTIMIZER, WEIGHTS, ModelError, check_compatible, load_state,
-                       read_description, save_model)
+from .artifact import (DESCRIPTION, OPTIMIZER, WEIGHTS, ModelError, check_compatible, describe_arch, load_model,
+                       load_state, load_torch, read_description, save_model)
 from .data import ChunkStream, D4Augment, LabelScaling, class_index, image_stats, make_split, read_labels
 from .networks import build, count_parameters, from_description
 
@@ -51,7 +59,7 @@ QUAT = ["q0", "q1", "q2", "q3"]
 
 # -- the config ---------------------------------------------------------------------------
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -113,6 +121,13 @@ class RunSection(_Section):
     eval_batch_size: int = Field(128, ge=1)
     ray_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
+    @field_validator("workers")
+    @classmethod
+    def _local_runs_one(cls, workers: int, info: ValidationInfo) -> int:
+        if info.data.get("backend") == "local" and workers != 1:
+            raise ValueError("the local backend runs one worker; use run.backend=ray")
+        return workers
+
 
 class TransferSection(_Section):
     from_model: str | None = None
@@ -171,6 +186,83 @@ def load_train_config(spec: str | Path, overrides: list[str] | None = None) -> T
     return config_from_dict(apply_overrides(read_yaml(path), overrides or []), source=str(spec))
 
 
+# -- output folders the project made -----------------------------------------------------------
+MANIFEST = "factory-run.json"
+MANIFEST_VERSION = 1
+RUN_SCHEMA = "factory.train-run"
+#: every name the trainer (and ``factory evaluate RUN/model``) writes into a run folder
+RUN_NAMES = frozenset({MANIFEST, "targets.npy", "checkpoints", "model", "history.json", "loss.png", "eval"})
+#: every name a model folder holds (the artefact and its exports)
+MODEL_NAMES = frozenset({WEIGHTS, DESCRIPTION, "model.pt2", "model.ts", "model.onnx"})
+
+
+def read_manifest(folder: str | Path, schema: str) -> dict[str, Any] | None:
+    """The manifest of an output folder the project made with ``schema``; None if there is none."""
+    try:
+        data = json.loads((Path(folder) / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and data.get("schema") == schema and data.get("version") == MANIFEST_VERSION
+    return data if ok else None
+
+
+def write_manifest(folder: Path, data: dict[str, Any]) -> None:
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def _empty_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def _only(path: Path, names: frozenset[str], pattern: str | None = None) -> bool:
+    """Every entry of ``path`` is one of ``names`` (or matches ``pattern``), or a hidden
+    temporary of one of them (``.NAME.tmp``, ``.NAME.factory-tmp-...``)."""
+    def ours(name: str) -> bool:
+        if name.startswith("."):
+            return any(name[1:].startswith(n + ".") for n in names)
+        return name in names or (pattern is not None and re.fullmatch(pattern, name) is not None)
+
+    return all(ours(e.name) for e in os.scandir(path))
+
+
+def owned_output(schema: str, names: frozenset[str], pattern: str | None = None):
+    """A recogniser for :func:`staged_output`: an empty folder, or one holding the project's
+    manifest with ``schema`` and nothing but ``names``."""
+    def recognise(path: Path) -> bool:
+        return _empty_dir(path) or (read_manifest(path, schema) is not None and _only(path, names | {MANIFEST}, pattern))
+
+    return recognise
+
+
+is_run_folder = owned_output(RUN_SCHEMA, RUN_NAMES)
+
+
+def _is_model_folder(path: Path) -> bool:
+    try:
+        read_description(path)
+    except ModelError:
+        return False
+    return _only(path, MODEL_NAMES)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def training_split(ds: DatasetStore, val_fraction: float, seed: int, max_train: int | None = None):
+    """The store's split (a processed store has one), else a seeded permutation (recorded in
+    the model description as such); a store whose metadata names a split it lacks is refused."""
+    if ds.meta.get("split") is not None and "split" not in ds.group:
+        raise StoreError(f"{ds.path}: zarr.json describes a split but the 'split' array is missing; "
+                         "the store is incomplete: process it again")
+    return make_split(ds, val_fraction, seed, max_train)
+
+
 # -- checkpoints on disk --------------------------------------------------------------------
 def checkpoint_dirs(out: Path) -> list[tuple[int, int, Path]]:
     """(epoch, attempt, folder) of every complete checkpoint of a run folder, oldest first."""
@@ -191,9 +283,9 @@ def latest_checkpoint(out: Path) -> Path | None:
     for _, _, d in reversed(checkpoint_dirs(out)):
         try:
             load_state(d)
-            torch.load(d / OPTIMIZER, map_location="cpu", weights_only=True)
+            load_torch(d / OPTIMIZER, "optimizer state")
             return d
-        except Exception:  # noqa: BLE001 - damaged: fall back to the previous one
+        except ModelError:  # damaged (cut short by a kill): fall back to the previous one
             continue
     return None
 
@@ -296,7 +388,7 @@ def train_func_per_worker(job: dict[str, Any]) -> None:
         prev = read_description(resume)
         history = prev["training"]["history"]
         start = int(prev["training"]["epoch"])
-        opt_state = torch.load(Path(resume) / OPTIMIZER, map_location="cpu", weights_only=True)
+        opt_state = load_torch(Path(resume) / OPTIMIZER, "optimizer state")
     elif job.get("init_from"):
         model.load_state_dict(load_state(job["init_from"]))
     else:
@@ -438,22 +530,24 @@ def train(config: TrainConfig, store: str | Path | None, out: str | Path, *, res
     store_path = store or config.data.store
     if not store_path:
         raise ConfigError("no training store: pass --store STORE or set data.store in the config")
+    # every path absolute once, here: Ray Train workers run in another directory
+    store_path, out, cfg = user_path(store_path), user_path(out), config
+    if cfg.transfer.from_model:
+        cfg = cfg.model_copy(update={"transfer": cfg.transfer.model_copy(
+            update={"from_model": str(user_path(cfg.transfer.from_model))})})
+    check_disjoint(out, [store_path, *([cfg.transfer.from_model] if cfg.transfer.from_model else [])])
+    in_place = resume and not out.is_symlink() and read_manifest(out, RUN_SCHEMA) is not None
+    if resume and not in_place and (out.is_symlink() or out.exists() and not _empty_dir(out)):
+        raise OutputError(f"{out} is not a training run folder made by factory (no valid {MANIFEST}); "
+                          "nothing to resume there")
+    replace = overwrite or _empty_dir(out)
+    if not in_place:
+        check_replaceable(out, overwrite=replace, what="training run folder", recognise=is_run_folder)
     ds = DatasetStore.open(store_path)
-    out = Path(out)
-    marker = out / "train.json"
-    wipe = False
-    if out.exists() and any(out.iterdir()):
-        if not marker.is_file():
-            raise ModelError(f"{out} exists and is not a training run folder; choose another --out")
-        if overwrite:
-            wipe = True  # only once everything below has been checked
-        elif not resume:
-            raise ModelError(f"{out} holds a training run; pass --resume to continue it or --overwrite to replace it")
-    latest = latest_checkpoint(out) if resume and out.exists() else None
+    latest = latest_checkpoint(out) if in_place else None
 
-    cfg = config
     names = list(cfg.data.labels)
-    split = make_split(ds, cfg.data.val_fraction, cfg.data.split_seed, cfg.data.max_train)
+    split = training_split(ds, cfg.data.val_fraction, cfg.data.split_seed, cfg.data.max_train)
     y = read_labels(ds, names)
     shape = list(ds.images.shape[1:])
     preprocessing = ds.meta.get("preprocessing")
@@ -465,6 +559,12 @@ def train(config: TrainConfig, store: str | Path | None, out: str | Path, *, res
         probe.freeze(cfg.transfer.freeze)
     except ValueError as exc:
         raise ConfigError(f"model: {exc}") from None
+    try:  # one image through it: options that do not fit the store's images are refused now
+        with torch.no_grad():
+            probe.eval()(torch.zeros((1, *shape)))
+    except RuntimeError as exc:
+        raise ConfigError(f"model: {describe_arch(arch)} does not take the store's {shape} images "
+                          f"({str(exc).splitlines()[0]})") from None
     n_trainable = count_parameters(probe)
     del probe
     if cfg.data.augment == "d4" and (not set(QUAT) <= set(names) or classify or len(shape) != 2 or shape[0] != shape[1]):
@@ -477,6 +577,7 @@ def train(config: TrainConfig, store: str | Path | None, out: str | Path, *, res
         base = read_description(cfg.transfer.from_model)
         check_compatible(base, architecture=arch, preprocessing=preprocessing, labels=names,
                          what="model to transfer from", where=cfg.transfer.from_model)
+        load_model(cfg.transfer.from_model)  # its weights load and fit (a damaged file: refused now)
         scaling = LabelScaling.from_dict(base["label_scaling"]) if base.get("label_scaling") else scaling
         input_stats = tuple(base["input"]["mean_std"])
     if latest is not None:
@@ -512,48 +613,50 @@ def train(config: TrainConfig, store: str | Path | None, out: str | Path, *, res
         "code_version": code_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if cfg.run.backend == "local":
+        use_gpu, threads = _use_gpu(cfg), cfg.run.cpus_per_worker or torch.get_num_threads()
+        where = f"in-process ({'GPU' if use_gpu and torch.cuda.is_available() else 'CPU'})"
+    else:
+        use_gpu, threads, where = _plan_ray(cfg, address)
 
-    if wipe:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    storage = (out / "checkpoints").resolve()
-    attempts = sorted(int(p.name.split("-")[1]) for p in storage.glob("attempt-*")) if storage.exists() else []
+    # everything is checked: only now write into the run folder
+    storage = out / "checkpoints"
+    attempts = sorted(int(p.name.split("-")[1]) for p in storage.glob("attempt-*")) if in_place else []
     attempt = (attempts[-1] + 1) if attempts else 0
-    run_info = json.loads(marker.read_text()) if marker.is_file() else {"config": cfg.resolved(), "attempts": []}
-    run_info["attempts"].append({"attempt": attempt, "store": str(Path(store_path).resolve()),
-                                 "resumed_from": str(latest) if latest else None,
-                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    marker.write_text(json.dumps(run_info, indent=1))
-    targets_file = out / "targets.npy"
-    np.save(targets_file, targets)
+    entry = {"attempt": attempt, "store": str(store_path), "resumed_from": str(latest) if latest else None,
+             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if in_place:
+        run_info = read_manifest(out, RUN_SCHEMA)
+        run_info["attempts"].append(entry)
+        write_manifest(out, run_info)
+        _save_npy(out / "targets.npy", targets)
+    else:
+        with staged_output(out, overwrite=replace, what="training run folder", recognise=is_run_folder) as tmp:
+            tmp.mkdir()
+            write_manifest(tmp, {"schema": RUN_SCHEMA, "version": MANIFEST_VERSION, "config": cfg.resolved(),
+                                 "attempts": [entry]})
+            _save_npy(tmp / "targets.npy", targets)
 
     job = {
-        "config": cfg.resolved(), "description": description, "store": str(Path(store_path).resolve()),
-        "train": split.train.tolist(), "val": split.val.tolist(), "targets_file": str(targets_file.resolve()),
-        "input_stats": list(input_stats), "init_from": str(Path(cfg.transfer.from_model).resolve()) if base else None,
+        "config": cfg.resolved(), "description": description, "store": str(store_path),
+        "train": split.train.tolist(), "val": split.val.tolist(), "targets_file": str(out / "targets.npy"),
+        "input_stats": list(input_stats), "init_from": cfg.transfer.from_model if base else None,
         "backend": cfg.run.backend, "storage": str(storage), "attempt_name": f"attempt-{attempt}",
         "keep_checkpoints": cfg.run.keep_checkpoints, "progress": progress,
-        "resume_from": str(latest) if latest else None,
+        "resume_from": str(latest) if latest else None, "use_gpu": use_gpu, "threads": threads,
     }
     start_epoch = int(read_description(latest)["training"]["epoch"]) if latest else 0
     t0 = time.perf_counter()
     if cfg.run.backend == "local":
-        if cfg.run.workers != 1:
-            raise ConfigError(f"run.workers = {cfg.run.workers}: the local backend runs one worker; use backend: ray")
-        job["use_gpu"] = _use_gpu(cfg)
-        job["threads"] = cfg.run.cpus_per_worker or torch.get_num_threads()
-        where = f"in-process ({'GPU' if job['use_gpu'] and torch.cuda.is_available() else 'CPU'})"
         train_func_per_worker(job)
     else:
-        where = _fit_ray(cfg, job, address)
+        _fit_ray(cfg, job)
     wall = time.perf_counter() - t0
     return _finish(out, cfg, start_epoch, wall, where)
 
 
-def _fit_ray(cfg: TrainConfig, job: dict[str, Any], address: str | None) -> str:
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+def _plan_ray(cfg: TrainConfig, address: str | None) -> tuple[bool, int, str]:
+    """Connect to Ray and check that the workers fit: (use GPU, CPUs per worker, description)."""
     from cluster.connect import connect
 
     target = connect(address)
@@ -562,11 +665,19 @@ def _fit_ray(cfg: TrainConfig, job: dict[str, Any], address: str | None) -> str:
     if cfg.run.workers * cpw > target.cpus and not use_gpu:
         raise ConfigError(f"run.workers = {cfg.run.workers} x {cpw} CPUs does not fit the {target.cpus} CPUs of "
                           f"{target.describe()}; lower run.workers or run.cpus_per_worker")
-    job["use_gpu"], job["threads"] = use_gpu, cpw
+    return use_gpu, cpw, (f"Ray Train, {cfg.run.workers} worker(s) x {cpw} CPU{' + GPU' if use_gpu else ''} "
+                          f"on {target.describe()}")
+
+
+def _fit_ray(cfg: TrainConfig, job: dict[str, Any]) -> None:
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     trainer = TorchTrainer(
         train_func_per_worker,
         train_loop_config=job,
-        scaling_config=ScalingConfig(num_workers=cfg.run.workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpw}),
+        scaling_config=ScalingConfig(num_workers=cfg.run.workers, use_gpu=job["use_gpu"],
+                                     resources_per_worker={"CPU": job["threads"]}),
         run_config=RunConfig(
             name=job["attempt_name"], storage_path=job["storage"],
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints,
@@ -579,7 +690,6 @@ def _fit_ray(cfg: TrainConfig, job: dict[str, Any], address: str | None) -> str:
         trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's exception
         raise ModelError(f"training failed: {_root_cause(exc)}") from exc
-    return f"Ray Train, {cfg.run.workers} worker(s) x {cpw} CPU{' + GPU' if use_gpu else ''} on {target.describe()}"
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -608,14 +718,13 @@ def _finish(out: Path, cfg: TrainConfig, start_epoch: int, wall: float, where: s
     else:
         chosen = last
     model_dir = out / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    model_dir.mkdir()
-    shutil.copy2(chosen / WEIGHTS, model_dir / WEIGHTS)
     final_desc = read_description(chosen)
     final_desc["training"]["history"] = history  # the whole run, for the record
     final_desc["training"]["selected_epoch"] = final_desc["training"]["epoch"]
-    (model_dir / DESCRIPTION).write_text(json.dumps(final_desc, indent=1))
+    with staged_output(model_dir, overwrite=True, what="model folder", recognise=_is_model_folder) as tmp:
+        tmp.mkdir()
+        shutil.copy2(chosen / WEIGHTS, tmp / WEIGHTS)
+        (tmp / DESCRIPTION).write_text(json.dumps(final_desc, indent=1))
     (out / "history.json").write_text(json.dumps(history, indent=1))
     from .evaluate import plot_history
 
@@ -632,4 +741,5 @@ def _finish(out: Path, cfg: TrainConfig, start_epoch: int, wall: float, where: s
 
 
 __all__ = ["TrainConfig", "TrainResult", "load_train_config", "train", "train_func_per_worker", "train_presets",
-           "latest_checkpoint", "checkpoint_dirs"]
+           "latest_checkpoint", "checkpoint_dirs", "is_run_folder", "owned_output", "read_manifest", "write_manifest",
+           "training_split", "MANIFEST"]

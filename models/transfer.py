@@ -13,12 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from factory.outputs import check_disjoint, staged_output, user_path
 from factory.store import DatasetStore
 
-from .artifact import check_compatible, read_description
-from .data import make_split
+from .artifact import check_compatible, load_model
 from .evaluate import evaluate
-from .train import TrainConfig, config_from_dict, train
+from .train import MANIFEST_VERSION, TrainConfig, config_from_dict, owned_output, train, training_split, write_manifest
+
+SCHEMA = "factory.transfer"
+#: a transfer folder: its manifest, the two runs, the evaluations, the table and the figure
+is_transfer_folder = owned_output(SCHEMA, frozenset({"transfer", "scratch", "eval", "transfer.json", "transfer.png"}))
 
 
 def transfer_configs(base_desc: dict[str, Any], model: str | Path, *, freeze: int = 3, lr: float = 1e-2,
@@ -40,7 +44,7 @@ def transfer_configs(base_desc: dict[str, Any], model: str | Path, *, freeze: in
     scratch["transfer"] = {"from_model": None, "freeze": 0}
     scratch["name"] = f"{base.get('name') or 'model'}-scratch"
     tl = json.loads(json.dumps(base))
-    tl["transfer"] = {"from_model": str(model), "freeze": freeze}
+    tl["transfer"] = {"from_model": str(user_path(model)), "freeze": freeze}
     tl["optim"]["lr"] = lr
     tl["name"] = f"{base.get('name') or 'model'}-transfer"
     if epochs is not None:
@@ -53,31 +57,38 @@ def transfer(model: str | Path, store: str | Path, out: str | Path, *, freeze: i
              epochs: int | None = None, max_train: int | None = None, scratch: bool = True,
              overrides: dict[str, Any] | None = None, overwrite: bool = False, progress: bool = True,
              address: str | None = None) -> dict[str, Any]:
-    """Transfer-learn ``model`` on ``store`` into ``out``; returns the comparison table."""
-    out = Path(out)
-    base_desc = read_description(model)
+    """Transfer-learn ``model`` on ``store`` into ``out``; returns the comparison table.
+
+    The whole folder is built in a hidden sibling and renamed into place when complete;
+    ``overwrite`` replaces only a transfer folder the project made."""
+    model, store, out = user_path(model), user_path(store), user_path(out)
+    check_disjoint(out, [model, store])
+    base_desc = load_model(model)[1]  # its weights load (a damaged file is refused before anything is written)
     ds = DatasetStore.open(store)
     check_compatible(base_desc, preprocessing=ds.meta.get("preprocessing"), what="model to transfer from", where=model)
     tl_cfg, sc_cfg = transfer_configs(base_desc, model, freeze=freeze, lr=lr, epochs=epochs, max_train=max_train,
                                       overrides=overrides)
-    res_tl = train(tl_cfg, store, out / "transfer", overwrite=overwrite, progress=progress, address=address)
-    split = make_split(ds, tl_cfg.data.val_fraction, tl_cfg.data.split_seed)
+    split = training_split(ds, tl_cfg.data.val_fraction, tl_cfg.data.split_seed)
     held = split.held_out()
     table = {"store": str(ds.path), "held_out": int(len(held)), "n_train": min(len(split.train), max_train or len(split.train)),
              "freeze": freeze, "lr": lr, "models": {}}
-    ev = {"original": evaluate(model, store, out / "eval", indices=held, tag="-original")}
-    ev["transfer"] = evaluate(res_tl.model, store, out / "eval", indices=held, tag="-transfer")
-    table["transfer_wall_s"] = res_tl.wall_s
-    if scratch:
-        res_sc = train(sc_cfg, store, out / "scratch", overwrite=overwrite, progress=progress, address=address)
-        ev["scratch"] = evaluate(res_sc.model, store, out / "eval", indices=held, tag="-scratch")
-        table["scratch_wall_s"] = res_sc.wall_s
-    for k, r in ev.items():
-        table["models"][k] = {n: v["mae"] for n, v in r.get("per_label", {}).items()}
-    first = base_desc["labels"][0]
-    table["mean_predictor"] = {first: ev["transfer"]["per_label"][first]["mae_mean_predictor"]}
-    _figure(out, ev, first)
-    (out / "transfer.json").write_text(json.dumps(table, indent=1))
+    with staged_output(out, overwrite=overwrite, what="transfer folder", recognise=is_transfer_folder) as tmp:
+        tmp.mkdir()
+        write_manifest(tmp, {"schema": SCHEMA, "version": MANIFEST_VERSION, "model": str(model), "store": str(store)})
+        res_tl = train(tl_cfg, store, tmp / "transfer", progress=progress, address=address)
+        ev = {"original": evaluate(model, store, tmp / "eval", indices=held, tag="-original")}
+        ev["transfer"] = evaluate(res_tl.model, store, tmp / "eval", indices=held, tag="-transfer")
+        table["transfer_wall_s"] = res_tl.wall_s
+        if scratch:
+            res_sc = train(sc_cfg, store, tmp / "scratch", progress=progress, address=address)
+            ev["scratch"] = evaluate(res_sc.model, store, tmp / "eval", indices=held, tag="-scratch")
+            table["scratch_wall_s"] = res_sc.wall_s
+        for k, r in ev.items():
+            table["models"][k] = {n: v["mae"] for n, v in r.get("per_label", {}).items()}
+        first = base_desc["labels"][0]
+        table["mean_predictor"] = {first: ev["transfer"]["per_label"][first]["mae_mean_predictor"]}
+        _figure(tmp, ev, first)
+        (tmp / "transfer.json").write_text(json.dumps(table, indent=1))
     return table
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from factory.errors import OutputError
 from models.artifact import ModelError, Predictor, check_compatible, export_model, load_model, read_description
 from models.evaluate import evaluate
 from models.synthetic import make_store
@@ -85,7 +86,7 @@ def test_incompatible_checkpoints_are_refused(data, tmp_path):
     with pytest.raises(ModelError, match="preprocessed differently.*log_floor"):
         train(cfg, shifted.path, root / "run", resume=True, progress=False)
     # a fresh run into an existing run folder needs --resume or --overwrite
-    with pytest.raises(ModelError, match="--resume.*--overwrite"):
+    with pytest.raises(OutputError, match="--overwrite.*--resume"):
         train(cfg, store.path, root / "run", progress=False)
 
 
@@ -122,7 +123,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
     res = train(cfg, store.path, out, resume=True, progress=False)
     assert res.start_epoch == saved and res.epochs_done == saved + 1
     assert [h["epoch"] for h in res.history] == list(range(1, saved + 2))
-    info = json.loads((out / "train.json").read_text())
+    info = json.loads((out / "factory-run.json").read_text())
     assert info["attempts"][-1]["resumed_from"].endswith(f"epoch-{saved:04d}")
 
 
