@@ -24,7 +24,10 @@ The run folder is the project's own: its manifest ``factory-run.json`` (schema
 ``factory.train-run``) marks it, and it holds only the names in :data:`RUN_NAMES`.  Nothing
 is written before every check has passed; a new run folder is built in a hidden sibling and
 renamed into place (:func:`factory.outputs.staged_output`), and ``overwrite=True`` replaces
-only a folder :func:`is_run_folder` recognises.
+only a folder :func:`is_run_folder` recognises.  A worker writes a checkpoint only while the
+driver of its Ray job is alive, so a killed ``factory train`` leaves no work writing into
+the folder; every checkpoint is complete in itself (weights, optimizer state and the history
+up to its epoch), so ``--resume`` continues from whichever one is the latest.
 """
 
 from __future__ import annotations
@@ -358,8 +361,34 @@ class _RaySession:
     def report(self, metrics, folder, name):
         import ray.train
 
+        if folder is not None:
+            _check_driver_alive()
         ckpt = ray.train.Checkpoint.from_directory(folder) if folder is not None else None
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+
+
+class DriverGone(RuntimeError):
+    """The driver of this Ray job has exited: its workers stop without writing."""
+
+
+def _check_driver_alive() -> None:
+    """Raise :class:`DriverGone` unless the driver of this worker's Ray job is still alive.
+
+    Ray ends the workers of a killed driver, but only a moment later: enough to finish an
+    epoch and write its checkpoint into the user's folder.  Asked of the GCS just before each
+    checkpoint, this covers a driver killed with its embedded Ray (the GCS is gone too) and a
+    driver of a long-lived cluster (the GCS marks its job dead)."""
+    import ray
+
+    job = ray.get_runtime_context().get_job_id()
+    gcs = ray._private.worker.global_worker.gcs_client
+    try:
+        jobs = gcs.get_all_job_info(job_or_submission_id=job, skip_submission_job_info_field=True,
+                                    skip_is_running_tasks_field=True, timeout=30)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the GCS: the cluster is going away
+        raise DriverGone(f"the Ray cluster is unreachable ({type(exc).__name__}); stopping without a checkpoint") from None
+    if not any(k.hex() == job and not v.is_dead for k, v in jobs.items()):
+        raise DriverGone(f"the driver of Ray job {job} has exited; stopping without a checkpoint")
 
 
 def _allreduce(values: list[float], device) -> list[float]:
