@@ -250,6 +250,14 @@ def _is_model_folder(path: Path) -> bool:
     return _only(path, MODEL_NAMES)
 
 
+def _weights_load(folder: Path) -> bool:
+    try:
+        load_state(folder)
+    except ModelError:
+        return False
+    return True
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
@@ -739,13 +747,14 @@ def _finish(out: Path, cfg: TrainConfig, start_epoch: int, wall: float, where: s
     last = ckpts[-1][2]
     desc = read_description(last)
     history = desc["training"]["history"]
-    if cfg.run.select == "best":
-        scores = {}
-        for ep, _, d in ckpts:
-            scores[d] = history[ep - 1]["val_loss"] if ep - 1 < len(history) else math.inf
-        chosen = min(scores, key=lambda d: (scores[d], -int(d.name.split("-")[1])))
+    if cfg.run.select == "best":  # the lowest validation loss; of equals the latest
+        key = lambda c: (history[c[0] - 1]["val_loss"] if c[0] - 1 < len(history) else math.inf, -c[0], -c[1])
     else:
-        chosen = last
+        key = lambda c: (-c[0], -c[1])
+    # never one whose weights were cut short (a run killed while a checkpoint was written)
+    chosen = next((d for _, _, d in sorted(ckpts, key=key) if _weights_load(d)), None)
+    if chosen is None:
+        raise ModelError(f"{out}: no checkpoint with readable weights")
     model_dir = out / "model"
     final_desc = read_description(chosen)
     final_desc["training"]["history"] = history  # the whole run, for the record

@@ -160,3 +160,20 @@ def test_transfer_folder_appears_complete_and_is_replaceable(setup, tmp_path):
         assert code == 0, output
         assert {p.name for p in out.iterdir()} == {MANIFEST, "transfer", "eval", "transfer.json", "transfer.png"}
         assert is_run_folder(out / "transfer") and [p.name for p in tmp_path.iterdir()] == ["tl"]
+
+
+def test_a_checkpoint_cut_short_never_becomes_the_model(setup, tmp_path):
+    """A kill while a checkpoint was written leaves its weights truncated: --resume goes back
+    to the one before, and the model is never made of the damaged one."""
+    from models.artifact import load_model
+    from models.train import checkpoint_dirs
+
+    _, store, _ = setup
+    cfg = load_train_config("pmd-cnn/tiny", [s for s in FAST if s != "--set"] + ["optim.epochs=2"])
+    first = train(cfg, store.path, tmp_path / "run", progress=False)
+    damaged = next(d for e, _, d in checkpoint_dirs(tmp_path / "run") if e == first.best_epoch)
+    weights = damaged / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    res = train(cfg, store.path, tmp_path / "run", resume=True, progress=False)
+    load_model(res.model)  # its weights are whole
+    assert (tmp_path / "run" / "model" / "weights.safetensors").read_bytes() != weights.read_bytes()
