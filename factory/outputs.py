@@ -100,10 +100,10 @@ def check_replaceable(out: Path, *, overwrite: bool, what: str, recognise: Recog
         raise OutputError(f"{out} is a symbolic link; refusing to write through it (give the real path)")
     if not out.exists():
         return
+    if not out.is_dir():
+        raise OutputError(f"{out} exists and is a file, not a {what}; choose another path")
     if not overwrite:
         raise OutputError(f"{out} already exists; pass --overwrite to replace it or --resume to continue it")
-    if not out.is_dir():
-        raise OutputError(f"{out} exists and is a file, not a {what}; refusing to replace it")
     if not recognise(out):
         raise OutputError(
             f"{out} exists and is not a {what} made by factory (or holds other files); refusing to replace it"

@@ -210,9 +210,11 @@ class CheckedArray:
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"index out of range for {self._name!r} of {n} samples")
         out = np.empty((len(idx), *self._arr.shape[1:]), dtype=self._arr.dtype)
-        for ci in np.unique(idx // c):
-            pos = np.flatnonzero(idx // c == ci)
-            out[pos] = self._chunk(int(ci))[idx[pos] - ci * c]
+        chunk_of = idx // c
+        order = np.argsort(chunk_of, kind="stable")
+        for pos in np.split(order, np.flatnonzero(np.diff(chunk_of[order])) + 1) if len(idx) else ():
+            ci = int(chunk_of[pos[0]])
+            out[pos] = self._chunk(ci)[idx[pos] - ci * c]
         return out
 
     def __getitem__(self, sel):

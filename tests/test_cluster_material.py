@@ -4,6 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
@@ -41,6 +42,8 @@ def test_connect_prefers_explicit_address_then_env(monkeypatch):
     import cluster.connect as cc
 
     calls = []
+    probed = []
+    monkeypatch.setattr(cc, "probe", probed.append)  # no traffic to these made-up addresses
     monkeypatch.setattr(cc.ray, "is_initialized", lambda: False)
     monkeypatch.setattr(cc.ray, "init", lambda **kw: calls.append(kw))
     monkeypatch.setattr(cc.ray, "cluster_resources", lambda: {"CPU": 8.0})
@@ -53,3 +56,20 @@ def test_connect_prefers_explicit_address_then_env(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS")
     t = cc.connect(num_cpus=2)
     assert "address" not in calls[-1] and calls[-1]["num_cpus"] == 2 and t.address is None
+    assert probed == ["10.0.0.1:6379", "head:6379"]  # each address is probed before ray.init
+
+
+def test_probe_refuses_a_closed_loopback_port_in_one_line():
+    import socket
+
+    import cluster.connect as cc
+    from factory.errors import ClusterError
+
+    with socket.socket() as s:  # a port nobody listens on: bind, never listen
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(ClusterError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+            cc.probe(f"127.0.0.1:{port}", timeout=2)
+        with pytest.raises(ClusterError):
+            cc.probe(f"ray://127.0.0.1:{port}", timeout=2)
+    cc.probe("auto")  # left to Ray
