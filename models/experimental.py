@@ -1,8 +1,9 @@
-"""Seed 003 Fig. 5: the scattering network on the measured icosahedra, re-simulated.
+"""Fig. 5 of Stielow, Schmidt, Peltz, Fennel & Scheel, Mach. Learn.: Sci. Technol. (2020): the
+scattering network on the measured icosahedra, re-simulated.
 
-The two icosahedral patterns of ``../shared/data/experimental-ag-clusters`` (barke5, barke6;
-I. Barke et al., Nat. Commun. 6, 6187 (2015), CC-BY 4.0, as extracted and rescaled by
-T. Stielow et al., PRE 103, 053312 (2021), MIT) go through the trained network; the predicted
+The two icosahedral patterns barke5 and barke6 (I. Barke et al., Nat. Commun. 6, 6187 (2015),
+CC-BY 4.0, as extracted and rescaled by T. Stielow et al., PRE 103, 053312 (2021), MIT), shipped
+as package data in :mod:`factory.msft.measured`, go through the trained network; the predicted
 radius and orientation (projected into the fundamental domain) are re-simulated with the
 MSFT simulator (the training set's own simulator settings), and measured, predicted
 orientation and re-simulated pattern are shown side by side.
@@ -17,29 +18,33 @@ clipped at a fraction of its maximum to mimic the detector's saturation, as in t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from factory.errors import ConfigError, StoreError
+from factory.msft.measured import ATTRIBUTION, ag_cluster_dir, decode_png, load_ag_cluster
 
 from .artifact import QUAT, ModelError, Predictor
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "experimental-ag-clusters"
-ATTRIBUTION = ("Measured patterns: I. Barke et al., Nat. Commun. 6, 6187 (2015), CC-BY 4.0; extracted and "
-               "rescaled by T. Stielow et al., Phys. Rev. E 103, 053312 (2021), MIT license.")
+DATA_DIR = ag_cluster_dir()  # the packaged patterns (importlib.resources); a folder or path-like Traversable
 
 
-def load_png(name: str, data_dir: str | Path = DATA_DIR) -> np.ndarray:
-    from PIL import Image
-
+def load_png(name: str, data_dir=None) -> np.ndarray:
+    """A measured pattern as float64 0..255: a PNG path, else ``name[.png]`` in ``data_dir``
+    (a folder; default: the patterns shipped in :mod:`factory.msft.measured`)."""
     path = Path(name)
-    if not path.is_file():
-        path = Path(data_dir) / (name if name.endswith(".png") else f"{name}.png")
-    if not path.is_file():
+    if path.is_file():
+        return decode_png(path.read_bytes())
+    if data_dir is None:
+        return load_ag_cluster(name)
+    folder = Path(data_dir) if isinstance(data_dir, (str, os.PathLike)) else data_dir
+    f = folder / (name if name.endswith(".png") else f"{name}.png")
+    if not f.is_file():
         raise ConfigError(f"measured pattern {name!r} not found (looked in {data_dir})")
-    return np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+    return decode_png(f.read_bytes())
 
 
 def network_input(png: np.ndarray, desc: dict[str, Any], png_scale: str = "log") -> np.ndarray:
@@ -105,7 +110,7 @@ def icosahedron_edges(q) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def reconstruct_experimental(model: str | Path, out: str | Path, *, names=("barke5", "barke6"),
-                             data_dir: str | Path = DATA_DIR, png_scale: str = "log", msft_config=None,
+                             data_dir=None, png_scale: str = "log", msft_config=None,
                              clip: float = 0.3) -> dict[str, Any]:
     """Predict, re-simulate and draw the measured patterns; writes fig5.png and fig5.json."""
     pred = Predictor(model, device="cpu")
