@@ -61,7 +61,8 @@ def stage_augment(ctx: Context) -> str:
     ctx.stores["blobs-aug"] = Path(rep2.path)
     fig = plot_samples(DatasetStore.open(rep2.path), ctx.out / "augmentation.png", n=12, labels=["augmentation"])
     return (
-        "## Post-processing with Dask: log normalisation and the 11 augmentation filters (seed 003 App. D)\n\n"
+        "## Post-processing with Dask: log normalisation and the 11 augmentation filters "
+        "(Stielow et al., MLST 2020, App. D)\n\n"
         f"`factory process preprocess --mode scatter`: {rep1.samples} images in {rep1.wall_s:.1f} s; "
         f"`factory process augment --factor 11` (train split only): {rep2.samples} images in {rep2.wall_s:.1f} s "
         f"({rep2.images_per_s:.0f} images/s) on {rep2.where}. Filter 0 is the identity, 9 a random "
@@ -98,7 +99,7 @@ def stage_tdse(ctx: Context) -> str:
     fa = plot_samples(DatasetStore.open(focal.path), ctx.out / "tdse-focal.png", n=4, log=True, labels=["R", "I0"])
     nf = plot_samples(DatasetStore.open(net.path), ctx.out / "tdse-net.png", n=4, labels=["R", "intensity"])
     return text + (
-        "\n### Focal-volume averaging and network input (seed 000 eqs. 5-6, Sec. II A)\n\n"
+        "\n### Focal-volume averaging and network input (Shvetsov-Shilovski & Lein, PRA 2023, eqs. 5-6, Sec. II A)\n\n"
         f"`factory process focal-average`: {focal.samples} focal-averaged PMDs from the intensity ladders "
         f"(product trapezoidal rule) in {focal.wall_s:.1f} s; `factory process preprocess --mode pmd2d`: "
         f"{net.samples} images of 128 x 256 (log10(P / max P) clipped at -5, one symmetric momentum window, "

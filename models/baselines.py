@@ -1,4 +1,4 @@
-"""Classical alternatives to the networks (seed 000, Sec. V; DESIGN.md 4.3).
+"""Classical alternatives to the networks (Shvetsov-Shilovski & Lein, PRA 2023, Sec. V).
 
 Methods (keys of :data:`METHODS`):
 
@@ -628,7 +628,7 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 def plot_methods(true: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndarray]], label: str,
                  path: str | Path) -> Path:
-    """Seed 000 Figs. 6a/7: predicted vs true ``label``, one panel per method."""
+    """Figs. 6a/7 of Shvetsov-Shilovski & Lein, PRA 2023: predicted vs true ``label``, one panel per method."""
     from .evaluate import _plt, pred_true_panel
 
     plt = _plt()

@@ -114,7 +114,8 @@ def table_cmd(
     address: Address = None,
     as_json: AsJson = False,
 ):
-    """Seed 000 Table I: every method trained on the unshifted set, scored on the five shifted sets."""
+    """Table I of Shvetsov-Shilovski & Lein, PRA 2023: every method trained on the unshifted set,
+    scored on the five shifted sets."""
     from factory.cli import fail
 
     from .table import load_table_config, synthetic_table, transferability_table
@@ -163,7 +164,8 @@ def forward_fit_cmd(
     address: Address = None,
     as_json: AsJson = False,
 ):
-    """Monte Carlo simplex forward fitting of scattering images (seed 003, Fig. 4b), random starts on Ray."""
+    """Monte Carlo simplex forward fitting of scattering images (Stielow et al., MLST 2020, Fig. 4b),
+    random starts on Ray."""
     from factory.cli import fail
 
     from .forward_fit import (FitSettings, ForwardModel, forward_fit, forward_fit_store, network_input,
@@ -233,7 +235,8 @@ def dictionary_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     as_json: AsJson = False,
 ):
-    """Seed 000 Sec. VI: the occlusion 'dictionary' classifier against random areas of the same size."""
+    """Sec. VI of Shvetsov-Shilovski & Lein, PRA 2023: the occlusion 'dictionary' classifier against
+    random areas of the same size."""
     from .explain import occlusion_dictionary
 
     res = occlusion_dictionary(model, store, out, method=method, per_cell=per_cell, threshold=threshold,

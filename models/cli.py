@@ -148,7 +148,7 @@ def learning_curve_cmd(
     address: Address = None,
     as_json: AsJson = False,
 ):
-    """Train at several N and fit MAE = a N^b + c (seed 000, Fig. 2b)."""
+    """Train at several N and fit MAE = a N^b + c (Shvetsov-Shilovski & Lein, PRA 2023, Fig. 2b)."""
     from factory.cli import fail
 
     from .learning_curve import learning_curve
@@ -200,7 +200,8 @@ def fig5_cmd(
     data: Annotated[Optional[Path], typer.Option(help="folder of the measured patterns")] = None,
     as_json: AsJson = False,
 ):
-    """Seed 003 Fig. 5: predict the measured icosahedra, re-simulate them, show them side by side."""
+    """Fig. 5 of Stielow et al., MLST 2020: predict the measured icosahedra, re-simulate them, show them
+    side by side."""
     from .experimental import DATA_DIR, reconstruct_experimental
 
     res = reconstruct_experimental(model, out, names=[s.strip() for s in images.split(",") if s.strip()],

@@ -4,11 +4,11 @@
 :class:`~models.artifact.Predictor` and reports per output the MAE (next to the MAE of the
 mean predictor, the training mean), RMSE and median absolute error, with a predicted-vs-true
 plot and error histograms.  Classifiers report accuracy and a confusion matrix.  Scattering
-models (radius + quaternion) are also scored with seed 003's App. C relative errors (each of
+models (radius + quaternion) are also scored with the App. C relative errors of Stielow et al., MLST 2020 (each of
 the five absolute errors over its allowed range: the radius range, and the span of the
 fundamental domain per quaternion component; mean and max of the five per image) after the
 predicted quaternion is normalised and projected into the fundamental domain, with the
-histogram of seed 003 Fig. 4a.
+histogram of Stielow et al., MLST 2020, Fig. 4a.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def plot_error_hist(true: dict[str, np.ndarray], pred: dict[str, np.ndarray], ou
 
 
 def plot_relative_errors(mean: np.ndarray, mx: np.ndarray, out: str | Path) -> Path:
-    """Seed 003 Fig. 4a: histograms of the per-image mean and max relative error (%)."""
+    """Fig. 4a of Stielow et al., MLST 2020: histograms of the per-image mean and max relative error (%)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     allv = np.concatenate([mean, mx]) * 100
@@ -237,7 +237,7 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
     pred = {n: scaled[:, j] for j, n in enumerate(names)}
     true = {n: y[:, j] for j, n in enumerate(names)}
     scatter = bool(pred_obj.group and set(QUAT) <= set(names) and "radius" in names)
-    if scatter:  # seed 003: normalise and project into the fundamental domain before scoring
+    if scatter:  # as Stielow et al., MLST 2020: normalise and project into the fundamental domain before scoring
         from .artifact import project_quaternions
 
         qp = project_quaternions(np.column_stack([pred[q] for q in QUAT]), pred_obj.group)

@@ -1,4 +1,5 @@
-"""Explanations of the networks (seed 000, Sec. VI) through captum, and the occlusion dictionary.
+"""Explanations of the networks (Shvetsov-Shilovski & Lein, PRA 2023, Sec. VI) through captum, and the
+occlusion dictionary.
 
 - :func:`attribute`: per-pixel maps of (N, H, W) images for a trained network (the 7-class
   R classifier or a regression network):
@@ -16,8 +17,8 @@
   The target is the predicted class (or a given one) for a classifier and the output of
   ``label`` for a regression network.  :func:`save_overlays` writes PNG overlays.
 
-- :func:`occlusion_dictionary`: seed 000's "dictionary" classifier.  From the classifier's
-  held-out images it picks ``per_cell`` images per (R class x intensity third), takes the
+- :func:`occlusion_dictionary`: the "dictionary" classifier of Shvetsov-Shilovski & Lein, PRA 2023.
+  From the classifier's held-out images it picks ``per_cell`` images per (R class x intensity third), takes the
   part of each whose map exceeds ``threshold`` (fraction of the map's maximum, or absolute
   probability drop with ``relative=False``) and classifies every other held-out image by
   the entry whose part is nearest in MSE.  The control replaces every part by a random region
@@ -285,7 +286,8 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
                          max_test: int | None = None, seed: int = 0, window: tuple[int, int] | None = None,
                          stride: tuple[int, int] | None = None, lime_samples: int = 200,
                          progress: bool = False) -> dict[str, Any]:
-    """Seed 000's dictionary classifier from ``method`` maps against random areas (see the module docstring)."""
+    """The dictionary classifier of Shvetsov-Shilovski & Lein, PRA 2023, from ``method`` maps, against
+    random areas (see the module docstring)."""
     from factory.store import DatasetStore
 
     from .artifact import ModelError
@@ -377,7 +379,7 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
 
 
 def _dictionary_figure(parts, masks, classes, path: Path) -> Path:
-    """Seed 000 Fig. 8: dictionary images and their extracted parts (a few per class)."""
+    """Fig. 8 of Shvetsov-Shilovski & Lein, PRA 2023: dictionary images and their extracted parts (a few per class)."""
     from .evaluate import _plt
 
     plt = _plt()

@@ -1,4 +1,4 @@
-"""Hand-made image features for the classical baselines (seed 000, Sec. V).
+"""Hand-made image features for the classical baselines (Shvetsov-Shilovski & Lein, PRA 2023, Sec. V).
 
 - :func:`hog_features`: histograms of oriented gradients (``skimage.feature.hog``), 9
   orientation bins, cells of ``cell`` pixels (the paper: 16 x 32 on its 128 x 256 images;

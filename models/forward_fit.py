@@ -1,4 +1,5 @@
-"""Forward fitting of scattering images: the Monte Carlo simplex baseline of seed 003 (Sec. 3, Fig. 4b).
+"""Forward fitting of scattering images: the Monte Carlo simplex baseline of
+Stielow, Schmidt, Peltz, Fennel & Scheel, Mach. Learn.: Sci. Technol. (2020) (Sec. 3, Fig. 4b).
 
 For one target image, ``starts`` random points in parameter space (radius uniform in its
 range, orientation uniform in the fundamental domain) each start a Nelder-Mead simplex
@@ -12,7 +13,7 @@ The random starts run as Ray tasks (an initialised Ray is reused; otherwise an e
 local one is started), the polish as one more task.  The search variables are the radius
 scaled to [0, 1] over its range and the rotation vector of the orientation; results are
 reported as (radius, q0..q3) with the quaternion projected into the fundamental domain
-and scored with seed 003's App. C errors (absolute error over the parameter's range; the
+and scored with the App. C errors of Stielow et al., MLST 2020 (absolute error over the parameter's range; the
 quaternion components over the span of the fundamental domain).
 
 Fig. 4b: for each image the best-so-far error against the number of simulations (starts
@@ -338,7 +339,7 @@ def forward_fit(targets: np.ndarray, model: ForwardModel, settings: FitSettings 
                 truths: dict[str, np.ndarray] | None = None, out: str | Path | None = None,
                 network: str | Path | None = None, network_images: np.ndarray | None = None,
                 progress: bool = False) -> dict[str, Any]:
-    """Fit every target image; with ``truths`` (radius, q0..q3) score them as in seed 003 Fig. 4b.
+    """Fit every target image; with ``truths`` (radius, q0..q3) score them as in Stielow et al., MLST 2020, Fig. 4b.
 
     ``network``: a trained scattering model folder; it predicts ``network_images`` (the
     targets as network input; default: the targets themselves) and its error and cost in
@@ -441,7 +442,8 @@ def _network_beside(folder, images, truths, model: ForwardModel, sec_per_sim: fl
 
 
 def plot_fig4b(curve: dict[str, Any], network: dict[str, Any] | None, path: str | Path) -> Path:
-    """Seed 003 Fig. 4b: median (line) and 90 % band of the fit error against simulations; the network beside."""
+    """Fig. 4b of Stielow et al., MLST 2020: median (line) and 90 % band of the fit error against
+    simulations; the network beside."""
     from .evaluate import _plt
 
     plt = _plt()

@@ -1,4 +1,4 @@
-"""Learning curves (seed 000, Fig. 2b): train at several N, fit MAE = a N^b + c.
+"""Learning curves (Shvetsov-Shilovski & Lein, PRA 2023, Fig. 2b): train at several N, fit MAE = a N^b + c.
 
 Every model is scored on the same held-out samples (the validation split does not depend
 on N; ``data.max_train = N`` keeps a seeded subset of the training split).  The fit gives
@@ -28,7 +28,7 @@ SCHEMA = "factory.learning-curve"
 is_learning_curve_folder = owned_output(SCHEMA, frozenset({"learning-curve.json", "learning-curve.png"}),
                                         pattern=r"N-\d{6,}")
 
-PAPER_FIT = (7.241, -0.526, 0.075)  # seed 000, Fig. 2b (R, I and CEP random)
+PAPER_FIT = (7.241, -0.526, 0.075)  # Shvetsov-Shilovski & Lein, PRA 2023, Fig. 2b (R, I and CEP random)
 
 
 def power_law(n, a, b, c):
@@ -113,7 +113,8 @@ def plot_learning_curve(summary: dict[str, Any], path: str | Path) -> Path:
         ax.plot(grid, power_law(grid, f["a"], f["b"], f["c"]), "-",
                 label=f"fit {f['a']:.3g} N^{f['b']:.3f} + {f['c']:.3g}")
     if summary["label"] == "R":
-        ax.plot(grid, power_law(grid, *PAPER_FIT), ":", color="gray", label="seed 000 Fig. 2b (R, I, CEP)")
+        ax.plot(grid, power_law(grid, *PAPER_FIT), ":", color="gray",
+                label="Shvetsov-Shilovski & Lein, PRA 2023, Fig. 2b (R, I, CEP)")
     if "target" in summary:
         ax.axhline(summary["target"]["mae"], color="k", lw=0.6, ls="--")
     ax.set_xscale("log")

@@ -1,12 +1,12 @@
 """The networks of the two papers, built from a plain description ``{"name", "kwargs"}``.
 
-- :class:`PMDCNN` (seed 000, Sec. II A): 5 x [3x3 conv (32 filters, same padding), batch norm,
-  ReLU, 2x2 average pool], dropout 0.2, one fully connected layer; ``outputs`` regression
+- :class:`PMDCNN` (Shvetsov-Shilovski & Lein, PRA 2023, Sec. II A): 5 x [3x3 conv (32 filters, same
+  padding), batch norm, ReLU, 2x2 average pool], dropout 0.2, one fully connected layer; ``outputs`` regression
   targets (R; R and I) or class scores (the 7-class R classifier).
-- :class:`CNN1D` (seed 000, Sec. III): the same with 3x1 filters and 2x1 pooling on dP/dkx.
-- :class:`MLP1D` (seed 000, Sec. III): 4 fully connected layers (3 hidden of 512 with batch
+- :class:`CNN1D` (Shvetsov-Shilovski & Lein, PRA 2023, Sec. III): the same with 3x1 filters and 2x1 pooling on dP/dkx.
+- :class:`MLP1D` (Shvetsov-Shilovski & Lein, PRA 2023, Sec. III): 4 fully connected layers (3 hidden of 512 with batch
   norm and ReLU, then the output layer) on dP/dkx.
-- :class:`ResNetTanh` (seed 003, Sec. 3): 7x7/2 conv (64) -> 2x2 max pool -> residual stacks
+- :class:`ResNetTanh` (Stielow et al., MLST 2020, Sec. 3): 7x7/2 conv (64) -> 2x2 max pool -> residual stacks
   (3, 4, 6, 3 basic blocks of 64, 128, 256, 512 filters; the first conv of each stack has
   stride 2 with a 1x1 projection shortcut) -> global average pool -> fully connected -> 5
   (radius + quaternion); every activation is tanh.
@@ -78,7 +78,8 @@ def _pool_out(n: int, times: int) -> int:
 
 
 class PMDCNN(_Net):
-    """Seed 000's CNN for 2D PMDs (rows = ky, columns = kx; the paper's 256 x 128 image)."""
+    """The CNN for 2D PMDs of Shvetsov-Shilovski & Lein, PRA 2023 (rows = ky, columns = kx; the paper's
+    256 x 128 image)."""
 
     def __init__(self, input_shape=(128, 256), filters: int = 32, blocks: int = 5, dropout: float = 0.2,
                  outputs: int = 1, conv_bias: bool = True):
@@ -106,7 +107,7 @@ class PMDCNN(_Net):
 
 
 class CNN1D(_Net):
-    """Seed 000's 1D CNN on dP/dkx: 3x1 filters, 2x1 average pooling."""
+    """The 1D CNN on dP/dkx of Shvetsov-Shilovski & Lein, PRA 2023: 3x1 filters, 2x1 average pooling."""
 
     def __init__(self, input_shape=(256,), filters: int = 32, blocks: int = 5, dropout: float = 0.2,
                  outputs: int = 1, conv_bias: bool = True):
@@ -134,8 +135,8 @@ class CNN1D(_Net):
 
 
 class MLP1D(_Net):
-    """Seed 000's fully connected network on dP/dkx: ``layers`` linear layers, the hidden ones
-    ``hidden`` wide with batch norm and ReLU (the paper: 4 layers, 512)."""
+    """The fully connected network on dP/dkx of Shvetsov-Shilovski & Lein, PRA 2023: ``layers`` linear
+    layers, the hidden ones ``hidden`` wide with batch norm and ReLU (the paper: 4 layers, 512)."""
 
     def __init__(self, input_shape=(256,), hidden: int = 512, layers: int = 4, outputs: int = 1):
         super().__init__()
@@ -176,7 +177,7 @@ class BasicBlockTanh(nn.Module):
 
 
 class ResNetTanh(_Net):
-    """Seed 003's ResNet-34 with tanh activations and a 5-vector output (radius + quaternion).
+    """The ResNet-34 of Stielow et al., MLST 2020, with tanh activations and a 5-vector output (radius + quaternion).
 
     ``stacks`` are the blocks per stack (ResNet-34: 3, 4, 6, 3; the paper's text says 3, 4, 6, 4)
     and ``widths`` their filters; every stack starts with a stride-2 block (as the paper says).
@@ -237,7 +238,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 def paper_pmd_count() -> dict[str, int]:
-    """The PMD CNN's parameter budget item by item (seed 000 lists 37,857; see README)."""
+    """The PMD CNN's parameter budget item by item (the paper, Shvetsov-Shilovski & Lein, PRA 2023,
+    lists 37,857; see README)."""
     conv_w = 3 * 3 * 1 * 32 + 4 * 3 * 3 * 32 * 32
     return {
         "conv_weights": conv_w,

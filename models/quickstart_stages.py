@@ -90,31 +90,33 @@ def _section(ctx, title: str, preset: str, store: Path, synthetic: bool, res, ev
 
 
 def stage_train_pmd(ctx) -> str:
-    """PMD CNN (seed 000) on the processed 2D PMD store."""
+    """PMD CNN (Shvetsov-Shilovski & Lein, PRA 2023) on the processed 2D PMD store."""
     store = _find(ctx, "pmd")
     synthetic = store is None
     store = store or _synthetic(ctx, "pmd")
     res, ev, run = _run(ctx, "pmd-cnn", store, "pmd-cnn")
-    return _section(ctx, "PMD CNN (seed 000): R from 2D momentum distributions", "pmd-cnn", store, synthetic, res, ev, run)
+    return _section(ctx, "PMD CNN (Shvetsov-Shilovski & Lein, PRA 2023): R from 2D momentum distributions", "pmd-cnn",
+                    store, synthetic, res, ev, run)
 
 
 def stage_train_pmd1d(ctx) -> str:
-    """1D CNN and MLP (seed 000, Sec. III) on dP/dkx."""
+    """1D CNN and MLP (Shvetsov-Shilovski & Lein, PRA 2023, Sec. III) on dP/dkx."""
     store = _find(ctx, "pmd1d")
     synthetic = store is None
     store = store or _synthetic(ctx, "pmd1d")
     out = []
-    for preset, title in (("1d-cnn", "1D CNN on dP/dkx (seed 000, Sec. III)"), ("1d-mlp", "MLP on dP/dkx (seed 000, Sec. III)")):
+    for preset, title in (("1d-cnn", "1D CNN on dP/dkx (Shvetsov-Shilovski & Lein, PRA 2023, Sec. III)"),
+                          ("1d-mlp", "MLP on dP/dkx (Shvetsov-Shilovski & Lein, PRA 2023, Sec. III)")):
         res, ev, run = _run(ctx, preset, store, preset)
         out.append(_section(ctx, title, preset, store, synthetic, res, ev, run))
     return "\n".join(out)
 
 
 def stage_train_scatter(ctx) -> str:
-    """ResNet with tanh (seed 003) on the processed scattering store, App. C errors, Fig. 5."""
+    """ResNet with tanh (Stielow et al., MLST 2020) on the processed scattering store, App. C errors, Fig. 5."""
     store = _find(ctx, "scatter")
     if store is None:
-        return ("## ResNet (seed 003)\n\nNo processed scattering store in this run (keys "
+        return ("## ResNet (Stielow et al., MLST 2020)\n\nNo processed scattering store in this run (keys "
                 f"{', '.join(STORE_KEYS['scatter'])}); skipped.\n")
     res, ev, run = _run(ctx, "resnet-scatter", store, "resnet")
     note = ""
@@ -128,13 +130,14 @@ def stage_train_scatter(ctx) -> str:
 
             t0 = time.perf_counter()
             f5 = reconstruct_experimental(res.model, run / "fig5")
-            note += (f"Measured icosahedra (seed 003 Fig. 5; {f5['attribution']}) predicted and re-simulated in "
+            note += (f"Measured icosahedra (Stielow et al., MLST 2020, Fig. 5; {f5['attribution']}) "
+                     "predicted and re-simulated in "
                      f"{time.perf_counter() - t0:.1f} s: "
                      + "; ".join(f"{r['name']}: R = {r['radius_nm']:.0f} nm" for r in f5["images"])
                      + f".\n\n![fig5]({_rel(ctx, Path(f5['figure']))})\n\n")
         except Exception as exc:  # noqa: BLE001 - the figure is a bonus; report why it is missing
             note += f"(Fig. 5 skipped: {type(exc).__name__}: {exc})\n\n"
-    return _section(ctx, "ResNet with tanh (seed 003): radius and orientation from scattering images",
+    return _section(ctx, "ResNet with tanh (Stielow et al., MLST 2020): radius and orientation from scattering images",
                     "resnet-scatter", store, False, res, ev, run, note)
 
 

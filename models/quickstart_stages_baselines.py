@@ -1,4 +1,4 @@
-"""Quickstart stage: the comparison table (seed 000 Table I) at small scale.
+"""Quickstart stage: the comparison table (Shvetsov-Shilovski & Lein, PRA 2023, Table I) at small scale.
 
 ``stage_baselines(ctx) -> str`` (a :class:`factory.quickstart.Context`) reads, when present:
 
@@ -88,7 +88,8 @@ def stage_baselines(ctx) -> str:
         kw = dict(train_store=made["train"], test_store=made["test"], shifted=made["shifted"])
     res = transferability_table(**kw, methods=QUICK_METHODS, options=opts, out=out, progress=False)
     dt = time.perf_counter() - t0
-    return ("## Classical baselines and the transferability table (seed 000 Sec. V, Table I)\n\n"
+    return ("## Classical baselines and the transferability table "
+            "(Shvetsov-Shilovski & Lein, PRA 2023, Sec. V, Table I)\n\n"
             f"On {source}; {dt:.0f} s. Regenerate with `factory table CONFIG --out DIR` (all methods, SIFT "
             "included) or `factory baselines TRAIN TEST`.\n\n" + markdown_table(res) + "\n")
 

@@ -1,4 +1,5 @@
-"""PMD-like synthetic stores with the five shifted test sets of seed 000's Table I (tests, demos).
+"""PMD-like synthetic stores with the five shifted test sets of Table I of
+Shvetsov-Shilovski & Lein, PRA 2023 (tests, demos).
 
 Not physics: a cheap stand-in with the same structure as the TDSE stores, so that the
 baselines, the transferability table and the explanations can be exercised and timed
@@ -7,8 +8,8 @@ without hours of TDSE.  An image is a two-centre interference pattern (fringes
 whose width grows with the vector-potential amplitude ``A0 ~ sqrt(I)`` and whose centre is
 pushed along kx by the CEP (with a left-right asymmetry), ATI-like rings that move with the
 ponderomotive energy; HeH+ has unequal centres (fringe contrast 0.5) and a shifted
-envelope; focal averaging integrates over intensities with seed 000's weight (eq. 6).  It is
-turned into a network-ready image like ``pmd2d``: log10(P / max P) clipped at -5, scaled to
+envelope; focal averaging integrates over intensities with the weight of Shvetsov-Shilovski & Lein,
+PRA 2023 (eq. 6).  It is turned into a network-ready image like ``pmd2d``: log10(P / max P) clipped at -5, scaled to
 0..255, rows = ky, columns = kx.
 
 Sets (``SHIFTS``; the labels ``R``, ``intensity`` (W/cm^2), ``cep``, ``alpha`` (deg),

@@ -1,4 +1,4 @@
-"""The transferability table (seed 000, Table I) regenerated, the paper's values beside ours.
+"""The transferability table (Shvetsov-Shilovski & Lein, PRA 2023, Table I) regenerated, the paper's values beside ours.
 
 :func:`transferability_table` fits every classical method once on the unshifted training
 store (:mod:`models.baselines`), scores them, the trained CNN and the CNN after transfer
@@ -40,7 +40,7 @@ from factory.store import DatasetStore
 from .baselines import (DEFAULT_METHODS, METHODS, BaselineOptions, Baselines, ImageSet, check_shapes, score,
                         evaluation_set, training_set)
 
-# seed 000 Table I (MAE of R, a.u.) and the in-distribution values of Secs. III and V
+# Shvetsov-Shilovski & Lein, PRA 2023, Table I (MAE of R, a.u.) and the in-distribution values of Secs. III and V
 SETS = ["focal-averaged", "R in [8, 12]", "alpha", "CEP", "HeH+"]
 ALIASES = {"focal": "focal-averaged", "focal-averaged": "focal-averaged", "averaged": "focal-averaged",
            "large-r": "R in [8, 12]", "r in [8, 12]": "R in [8, 12]", "large_r": "R in [8, 12]", "r8-12": "R in [8, 12]",
@@ -199,7 +199,8 @@ def transferability_table(train_store: str | Path, test_store: str | Path | None
 
 
 def qualitative_checks(result: dict[str, Any]) -> dict[str, Any]:
-    """Seed 000's qualitative claims, measured: the alternatives do not transfer, the transfer-learned CNN does."""
+    """The qualitative claims of Shvetsov-Shilovski & Lein, PRA 2023, measured: the alternatives do not
+    transfer, the transfer-learned CNN does."""
     cells = result["cells"]
     shifted = [k for k in result["sets"] if k != "unshifted"]
     alternatives = [m for m in cells if m not in ("cnn", "cnn+transfer")]
@@ -226,7 +227,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     cells, paper = result["cells"], result["paper"]
     label = result["label"]
     head = "| method | " + " | ".join(("unshifted test" if s == "unshifted" else s) for s in sets) + " |"
-    lines = [f"MAE of {label}: ours (paper, seed 000 Table I; unshifted: Secs. III/V). Alternatives trained only on "
+    lines = [f"MAE of {label}: ours (paper: Shvetsov-Shilovski & Lein, PRA 2023, Table I; unshifted: Secs. III/V). "
+             "Alternatives trained only on "
              f"the unshifted training set ({result['n_train']} images of `{result['train_store']}`).", "",
              head, "|" + " --- |" * (len(sets) + 1)]
     for r in result["rows"]:

@@ -1,4 +1,4 @@
-"""Transfer learning (seed 000, Sec. IV): retrain a trained model on a small shifted set.
+"""Transfer learning (Shvetsov-Shilovski & Lein, PRA 2023, Sec. IV): retrain a trained model on a small shifted set.
 
 :func:`transfer` loads a trained model, freezes its first ``freeze`` feature blocks
 (convolutional layers; the paper freezes 3 or 4 of 5), retrains the rest on the training

@@ -1,4 +1,4 @@
-"""Relative errors of (radius, q0..q3) predictions, normalised as in seed 003, App. C.
+"""Relative errors of (radius, q0..q3) predictions, normalised as in Stielow et al., MLST 2020, App. C.
 
 Each of the five parameters' absolute error is divided by its allowed range: the radius
 range of the data set, and for the quaternion components the span of the fundamental

@@ -6,7 +6,7 @@ the body frame).  The *fundamental domain* is the set of orientations closer to 
 identity than to any other group element: ``|w(q)| >= |w(q s)|`` for all ``s`` (``w`` the
 scalar part, i.e. the smallest rotation angle).  For the icosahedral group ``I`` (60
 rotations) it is a dodecahedron in Rodrigues space ``rho = (x, y, z) / w`` (Frank 1986;
-seed 003, App. A); its faces lie at ``tan(pi/10)`` along the twelve 5-fold axes.
+Stielow et al., MLST 2020, App. A); its faces lie at ``tan(pi/10)`` along the twelve 5-fold axes.
 
 Groups come from :meth:`scipy.spatial.transform.Rotation.create_group` (``"I"``, ``"O"``,
 ``"D5"``, ...), so the body-frame shapes in :mod:`factory.msft.shapes` are built in scipy's
@@ -60,7 +60,7 @@ def equivalent_orientations(q, group: str = "I") -> np.ndarray:
 def project_to_fundamental(q, group: str = "I") -> np.ndarray:
     """The equivalent orientation ``q s`` with the smallest rotation angle (canonical, ``w >= 0``).
 
-    Applies all group rotations and keeps the one closest to the identity (seed 003, App. A).
+    Applies all group rotations and keeps the one closest to the identity (Stielow et al., MLST 2020, App. A).
     Idempotent: an orientation already in the domain is returned unchanged (ties on the
     boundary go to the identity).  Works on (4,) or (N, 4) arrays.
     """
@@ -176,7 +176,7 @@ def _domain_spans(group: str) -> tuple[float, float, float, float]:
 def component_span(group: str = "I") -> np.ndarray:
     """Span (max - min) of each quaternion component (w, x, y, z) over the fundamental domain.
 
-    The normalisation of the per-component orientation errors in seed 003, App. C
+    The normalisation of the per-component orientation errors in Stielow et al., MLST 2020, App. C
     (canonical sign ``w >= 0``; the domain is symmetric, so x, y, z span ``[-m, m]``).
     """
     return np.array(_domain_spans(group))

@@ -1,4 +1,5 @@
-"""MSFT wide-angle scattering simulator (seed 003, App. B; DESIGN.md 4.2).
+"""MSFT wide-angle scattering simulator (App. B of
+Stielow, Schmidt, Peltz, Fennel & Scheel, Mach. Learn.: Sci. Technol. (2020)).
 
 Public API::
 

@@ -2,7 +2,7 @@
 
 Two detector geometries:
 
-- the **q grid** (default, as in seed 003): the central ``crop x crop`` of the MSFT's
+- the **q grid** (default, as in Stielow et al., MLST 2020): the central ``crop x crop`` of the MSFT's
   momentum-transfer grid, pixel ``(qy, qx)``.  A q pixel of size ``dq x dq`` covers the
   solid angle ``dq^2 / (k^2 cos theta)`` (``cos theta = sqrt(1 - q_perp^2 / k^2)``); with
   ``solid_angle=False`` the constant small-angle value ``dq^2 / k^2`` is used (the authors
@@ -96,7 +96,7 @@ def to_flat_detector(dsdo: np.ndarray, qx: np.ndarray, qy: np.ndarray, det: Flat
 
 
 def add_background(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """``img + level * max(img) * U(0, 1)`` per pixel (random background, seed 003 App. B)."""
+    """``img + level * max(img) * U(0, 1)`` per pixel (random background, Stielow et al., MLST 2020, App. B)."""
     if level <= 0:
         return img
     peak = float(img.max()) if img.size else 0.0

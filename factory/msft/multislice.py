@@ -1,6 +1,7 @@
 """Multi-slice Fourier transform (MSFT) of a 3D density: the wide-angle scattered far field.
 
-Physics (seed 003, App. B; DESIGN.md 4.2).  The beam travels along +z; the density
+Physics (Stielow, Schmidt, Peltz, Fennel & Scheel, Mach. Learn.: Sci. Technol. (2020), App. B).
+The beam travels along +z; the density
 ``rho[z, y, x]`` (fill fraction, >= 0) sits on a cubic voxel grid of edge ``voxel_nm``
 with voxel centres at ``(i - (n - 1) / 2) * voxel_nm``.  Slice ``j`` at depth ``z_j`` is
 illuminated by the field left over after the material already passed along its line of

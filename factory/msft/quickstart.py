@@ -29,7 +29,7 @@ def stage_msft(ctx) -> str:
     sim = cfg.simulator
     store = DatasetStore.open(store.path)
     return (
-        "## MSFT wide-angle scattering (icosahedral clusters, seed 003)\n\n"
+        "## MSFT wide-angle scattering (icosahedral clusters, Stielow et al., MLST 2020)\n\n"
         f"`factory generate msft/{ctx.size} --set samples={n}`: {rep.done}/{rep.samples} images of "
         f"{sim.crop} x {sim.crop} (voxels {sim.n_voxels}^3 of {sim.voxel_nm:.3f} nm, pad {sim.pad}, "
         f"lambda {sim.wavelength_nm} nm, absorption length {sim.absorption_length_nm} nm) in {rep.wall_s:.1f} s "

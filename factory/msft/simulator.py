@@ -1,4 +1,4 @@
-"""``msft``: wide-angle XUV scattering images of nanoclusters (seed 003) for ``factory generate``.
+"""``msft``: wide-angle XUV scattering images of nanoclusters (Stielow et al., MLST 2020) for ``factory generate``.
 
 Labels per sample: ``radius`` (circumradius, nm) and the orientation quaternion ``q0..q3``
 (scalar first ``(w, x, y, z)``, active rotation body -> lab, canonical ``w >= 0``, inside

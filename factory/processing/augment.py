@@ -1,4 +1,4 @@
-"""The eleven augmentation filters of seed 003 (App. D) for scattering images.
+"""The eleven augmentation filters of Stielow et al., MLST 2020 (App. D) for scattering images.
 
 Each filter is ``f(image, rng) -> image`` on one network-ready image (values in [0, max]);
 its random parameters come from ``rng``, which the augmentation step derives from

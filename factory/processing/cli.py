@@ -46,7 +46,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
 def focal_average(source: Annotated[Path, typer.Argument(help="TDSE store with intensity ladders")], out: Out,
                   method: Annotated[str, typer.Option(help="product (exact for piecewise-linear P) or trapezoid")] = "product",
                   address: Address = None, workers: Workers = None, overwrite: Overwrite = False, as_json: Json = False):
-    """Focal-volume average each intensity ladder (seed 000 eqs. 5-6)."""
+    """Focal-volume average each intensity ladder (Shvetsov-Shilovski & Lein, PRA 2023, eqs. 5-6)."""
     from .steps import focal_average_store
 
     if method not in ("product", "trapezoid"):
@@ -95,7 +95,7 @@ def augment(source: Annotated[Path, typer.Argument(help="a preprocessed scatteri
             only_split: Annotated[str, typer.Option(help="which split grows: train, validation, test or all")] = "train",
             seed: int = 0, address: Address = None, workers: Workers = None, overwrite: Overwrite = False,
             as_json: Json = False):
-    """Grow a set with the 11 augmentation filters of seed 003 App. D."""
+    """Grow a set with the 11 augmentation filters of Stielow et al., MLST 2020, App. D."""
     from .steps import augment_store
 
     _report(augment_store(source, out, factor=factor, seed=seed, only_split=only_split, overwrite=overwrite,

@@ -1,4 +1,4 @@
-"""Focal-volume averaging of PMDs (seed 000, eqs. 5-6).
+"""Focal-volume averaging of PMDs (Shvetsov-Shilovski & Lein, Phys. Rev. A 107, 033106 (2023), eqs. 5-6).
 
 With x = I / I0 the focal-volume element of a beam that is Lorentzian along the propagation
 and Gaussian across it is (eq. 6, up to a constant)

@@ -1,4 +1,4 @@
-"""Irregular-grid interpolation in a parameter space (seed 000: the (R, I0) plane).
+"""Irregular-grid interpolation in a parameter space (the (R, I0) plane of Shvetsov-Shilovski & Lein, PRA 2023).
 
 An image at a new parameter point is a weighted sum of computed images.  The weights are
 computed once for all targets and applied chunk-wise to the image stack:

@@ -4,7 +4,7 @@ The description is stored in the processed store (``meta["preprocessing"]``) and
 trained models, so the streaming predictor applies exactly the same function to new
 detector frames: ``apply(description, image, coords)``.
 
-- ``pmd2d`` (seed 000 Sec. II A): W = log10(P / max P) clipped at ``log_floor`` (-5); the
+- ``pmd2d`` (Shvetsov-Shilovski & Lein, PRA 2023, Sec. II A): W = log10(P / max P) clipped at ``log_floor`` (-5); the
   momentum window where W > -5, either one symmetric window for the whole set (default: the
   momentum scale stays the same for every image) or the bounding box of each image (the
   paper's per-image crop); bicubic resampling to ``out_shape`` = (128, 256)
@@ -12,7 +12,7 @@ detector frames: ``apply(description, image, coords)``.
   separable bicubic convolution (Keys kernel, a = -0.5, as in image libraries' bicubic
   resize) by two sparse matrix products, cached per grid.
 - ``pmd1d``: dP/dkx = sum_ky P dky inside the window, on ``n`` = 256 points, divided by its max.
-- ``scatter`` (seed 003): log10(I / max I) clipped at ``log_floor`` decades, scaled to 0..1,
+- ``scatter`` (Stielow et al., MLST 2020): log10(I / max I) clipped at ``log_floor`` decades, scaled to 0..1,
   at ``out_shape`` = (128, 128) (resampled only when the detector differs).
 """
 

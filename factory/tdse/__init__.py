@@ -1,4 +1,5 @@
-"""2D TDSE for H2+ / HeH+ in a few-cycle pulse (seed 000, Sec. II B; DESIGN.md section 4.1).
+"""2D TDSE for H2+ / HeH+ in a few-cycle pulse (the set-up of
+Shvetsov-Shilovski & Lein, Phys. Rev. A 107, 033106 (2023), Sec. II B).
 
 Public API (no Ray, no Dask)::
 

@@ -25,7 +25,8 @@ BUILTIN_MOLECULES = ("H2+", "HeH+")
 BOUND_MOMENTUM = 3.0
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # seed 000 Sec. II B: x in [-400, 400], y in [-200, 200], 4096 x 2048, dt = 0.0184, rb = 150
+    # Shvetsov-Shilovski & Lein, PRA 2023, Sec. II B:
+    # x in [-400, 400], y in [-200, 200], 4096 x 2048, dt = 0.0184, rb = 150
     "paper": {
         "grid": {"nx": 4096, "ny": 2048, "x_max": 400.0, "y_max": 200.0},
         "dt": 0.0184,

@@ -1,4 +1,4 @@
-"""The absorbing mask (seed 000 eq. 4) and the mask method of Tong, Hino & Toshima (2006).
+"""The absorbing mask (Shvetsov-Shilovski & Lein, PRA 2023, eq. 4) and the mask method of Tong, Hino & Toshima (2006).
 
 At every mask application the part removed from the box, ``(1 - M) psi``, is taken to momentum
 space and propagated analytically to the end as a Volkov wave.  In velocity gauge (A^2 term

@@ -1,4 +1,5 @@
-"""Soft-core 2D molecular potentials: H2+ (seed 000 eq. 3), HeH+ (eq. 7), or any list of centres.
+"""Soft-core 2D molecular potentials: H2+ (Shvetsov-Shilovski & Lein, PRA 2023, eq. 3), HeH+ (eq. 7),
+or any list of centres.
 
 A molecule is a tuple of :class:`Centre` s placed on the molecular axis at ``position * R``
 from the origin, the axis making the angle ``alpha`` with the polarisation (x) axis.  Each

@@ -1,4 +1,4 @@
-"""The few-cycle laser pulse of seed 000, eq. (1), in atomic units.
+"""The few-cycle laser pulse of Shvetsov-Shilovski & Lein, Phys. Rev. A 107, 033106 (2023), eq. (1), in atomic units.
 
 ``A(t) = (-1)^np (F0 / w) sin^2(w t / (2 np)) sin(w t + cep)`` along x for
 ``0 <= t <= t_f = 2 pi np / w`` and zero outside; the field is ``F = -dA/dt``.

@@ -33,7 +33,7 @@ def stage_tdse(ctx) -> str:
         for i in range(len(p["R"]))
     )
     return (
-        "## 2D TDSE photoelectron momentum distributions (H2+, seed 000)\n\n"
+        "## 2D TDSE photoelectron momentum distributions (H2+, Shvetsov-Shilovski & Lein, PRA 2023)\n\n"
         f"`factory generate {preset} " + " ".join(f"--set {o}" for o in overrides) + f"`: {rep.done}/{rep.samples} "
         f"PMDs in {rep.wall_s:.1f} s on {rep.where} (grid {g.nx} x {g.ny}, dx = {g.dx:.3g} a.u., dt = {sim.dt}, "
         f"to {sim.t_end:g} t_f, mask at r_b = {sim.mask.radius:g}; intensity ladder of {sim.sampling.ladder}). "
