@@ -2,7 +2,11 @@
 
 Counting rule, true at every moment and printed at the end:
 ``received = predicted + rejected + dropped + pending`` (pending = queued or being predicted;
-0 once the stream has drained).  Policy ``wait`` never drops: a full queue stops the reader,
+0 once the stream has drained).  Where the sender numbers its messages (``seq``), ``lost``
+counts those that never arrived and ``sent = received + lost``; the run is ``balanced`` when
+``sent = predicted + rejected + dropped`` and the reader did not stop on an error (``error``).
+Whatever ends the run (the source, a limit, stop(), an exception), the sinks are flushed and
+the summary written to them.  Policy ``wait`` never drops: a full queue stops the reader,
 which stops asking (REQ) or lets ZeroMQ's high-water mark push back on the sender (PULL).
 Policy ``drop`` keeps up by dropping the oldest queued frame and records its id.
 
@@ -23,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .protocol import Frame, Rejected
+from .protocol import Frame, Rejected, SeqCounter
 
 POLICIES = ("wait", "drop")
 
@@ -60,9 +64,19 @@ class Counts:
     dropped: int = 0
     dropped_ids: list[int] = field(default_factory=list)
     reasons: collections.Counter = field(default_factory=collections.Counter)
+    seq: SeqCounter = field(default_factory=SeqCounter)
 
     def pending(self) -> int:
         return self.received - self.predicted - self.rejected - self.dropped
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` rejected frames under their reason (at most 64 distinct reasons are kept
+        by name, so a hostile stream cannot grow this without bound)."""
+        key = reason.split(" (")[0][:60]
+        if key not in self.reasons and len(self.reasons) >= 64:
+            key = "other reasons"
+        self.rejected += n
+        self.reasons[key] += n
 
 
 OPTIMIZE = ("none", "freeze", "compile")
@@ -169,6 +183,7 @@ class StreamPredictor:
         self.queue = _Queue(options.queue_size, options.policy, self.counts, self.lock)
         self.stop_event = threading.Event()
         self.source_done = threading.Event()
+        self.reader_error: BaseException | None = None  # why the reader thread stopped early
         self.on_status = on_status
         self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)
         self.model_folder = str(model_folder)
@@ -219,17 +234,17 @@ class StreamPredictor:
                         break
                     continue
                 last = now
-                if isinstance(item, Rejected):
-                    with self.lock:
-                        self.counts.received += 1
-                        self.counts.rejected += 1
-                        self.counts.reasons[item.reason.split(" (")[0][:60]] += 1
-                else:
-                    with self.lock:
-                        self.counts.received += 1
+                with self.lock:
+                    self.counts.received += 1
+                    self.counts.seq.see(item.seq)
+                    if isinstance(item, Rejected):
+                        self.counts.reject(item.reason)
+                if not isinstance(item, Rejected):
                     self.queue.put(item, self.stop_event)
                 if self.opt.max_frames and self.counts.received >= self.opt.max_frames:
                     break
+        except BaseException as exc:  # reported in the summary; the run ends and says why
+            self.reader_error = exc
         finally:
             self.source_done.set()
 
@@ -243,9 +258,10 @@ class StreamPredictor:
                 s.write(ids, lat, values)
         with self.lock:
             self.counts.predicted += len(good)
-            self.counts.rejected += len(frames) - len(good)
             for r in reasons:
-                self.counts.reasons[r.split(" (")[0][:60]] += 1
+                self.counts.reject(r)
+            if len(frames) - len(good) > len(reasons):
+                self.counts.reject("rejected by the model without a reason", len(frames) - len(good) - len(reasons))
         self.latencies.extend(lat.tolist())
 
     def status(self) -> dict[str, Any]:
@@ -253,7 +269,7 @@ class StreamPredictor:
             c = self.counts
             lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
             return {"received": c.received, "predicted": c.predicted, "rejected": c.rejected, "dropped": c.dropped,
-                    "pending": c.pending(), "p50_ms": float(np.percentile(lat, 50)),
+                    "pending": c.pending(), "lost": c.seq.lost, "p50_ms": float(np.percentile(lat, 50)),
                     "p99_ms": float(np.percentile(lat, 99))}
 
     def run(self) -> dict[str, Any]:
@@ -279,60 +295,90 @@ class StreamPredictor:
         if self.opt.replicas:
             import ray
 
-            refs = {p[1]: s for s, p in pending.items()}
-            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
-            results = [(refs[r], ray.get(r)) for r in ready]
+            owner = {p[1]: s for s, p in pending.items()}
+            ready, _ = ray.wait(list(owner), num_returns=len(owner), timeout=timeout)
+            result = ray.get
         else:
-            futs = {p[1]: s for s, p in pending.items()}
-            ready, _ = wait_futures(list(futs), timeout=timeout, return_when="FIRST_COMPLETED")
-            results = [(futs[f], f.result()) for f in ready]
-        for s, res in results:
-            frames, _ = pending.pop(s)
-            done_results[s] = (frames, *res)
+            owner = {p[1]: s for s, p in pending.items()}
+            ready, _ = wait_futures(list(owner), timeout=timeout, return_when="FIRST_COMPLETED")
+            result = lambda f: f.result()  # noqa: E731
+        error = None
+        for r in ready:  # keep every finished batch, even when another one failed
+            try:
+                res = result(r)
+            except Exception as exc:
+                error = error or exc
+                continue
+            frames, _ = pending.pop(owner[r])
+            done_results[owner[r]] = (frames, *res)
+        if error is not None:
+            raise error
 
     def _run(self, pool: ThreadPoolExecutor | None) -> dict[str, Any]:
         reader = threading.Thread(target=self._receive, name="stream-reader", daemon=True)
         t0 = time.perf_counter()
         reader.start()
+        try:
+            self._loop(pool, t0)
+        finally:  # on every exit path: stop reading, then write what was predicted and the summary
+            self.stop()
+            reader.join(timeout=5)
+            summary = self._summary(time.perf_counter() - t0)
+            failures = []
+            for s in self.sinks:
+                try:
+                    s.flush(summary)
+                except Exception as exc:  # the other sinks still get theirs
+                    failures.append(exc)
+            if failures:
+                raise failures[0]
+        return summary
+
+    def _summary(self, wall: float) -> dict[str, Any]:
+        st = self.status()
+        err = self.reader_error
+        sent = st["received"] + st["lost"]
+        return {**st, "sent": sent, "wall_s": wall, "rate": st["predicted"] / wall if wall > 0 else 0.0,
+                "dropped_ids": list(self.counts.dropped_ids), "reasons": dict(self.counts.reasons),
+                "reconnects": getattr(self.source, "reconnects", 0),
+                "error": None if err is None else f"the stream reader stopped: {type(err).__name__}: {err}",
+                "balanced": err is None and sent == st["predicted"] + st["rejected"] + st["dropped"]}
+
+    def _loop(self, pool: ThreadPoolExecutor | None, t0: float) -> None:
         last_status = t0
         pending: dict[int, tuple[list[Frame], Any]] = {}
         next_emit, next_seq = 0, 0
         done_results: dict[int, tuple] = {}
         max_wait = self.opt.max_latency_ms / 1e3
         in_flight = 2 * len(self.actors) if self.opt.replicas else self.workers
-        while True:
-            if self.opt.duration_s and time.perf_counter() - t0 > self.opt.duration_s:
-                self.stop()
-            finished_reading = self.source_done.is_set()
-            batch = self.queue.get_batch(self.opt.batch_size, max_wait) if len(pending) < in_flight else []
-            if batch:
-                images = [f.image for f in batch]
-                if self.opt.replicas:
-                    actor = self.actors[next_seq % len(self.actors)]
-                    pending[next_seq] = (batch, actor.run.remote(images))
-                else:
-                    pending[next_seq] = (batch, pool.submit(self.model.run, images))
-                next_seq += 1
-            if pending:
-                self._collect(pending, done_results, block=not batch)
-            while next_emit in done_results:
-                self._emit(*done_results.pop(next_emit))
-                next_emit += 1
-            now = time.perf_counter()
-            if self.on_status and now - last_status >= self.opt.status_every_s:
-                st = self.status()
-                st["rate"] = st["predicted"] / (now - t0)
-                self.on_status(st)
-                last_status = now
-            if finished_reading and not len(self.queue) and not pending and not done_results:
-                break
-        reader.join(timeout=5)
-        wall = time.perf_counter() - t0
-        st = self.status()
-        summary = {**st, "wall_s": wall, "rate": st["predicted"] / wall if wall > 0 else 0.0,
-                   "dropped_ids": list(self.counts.dropped_ids), "reasons": dict(self.counts.reasons),
-                   "reconnects": getattr(self.source, "reconnects", 0), "balanced":
-                   st["received"] == st["predicted"] + st["rejected"] + st["dropped"]}
-        for s in self.sinks:
-            s.flush(summary)
-        return summary
+        try:
+            while True:
+                if self.opt.duration_s and time.perf_counter() - t0 > self.opt.duration_s:
+                    self.stop()
+                finished_reading = self.source_done.is_set()
+                batch = self.queue.get_batch(self.opt.batch_size, max_wait) if len(pending) < in_flight else []
+                if batch:
+                    images = [f.image for f in batch]
+                    if self.opt.replicas:
+                        actor = self.actors[next_seq % len(self.actors)]
+                        pending[next_seq] = (batch, actor.run.remote(images))
+                    else:
+                        pending[next_seq] = (batch, pool.submit(self.model.run, images))
+                    next_seq += 1
+                if pending:
+                    self._collect(pending, done_results, block=not batch)
+                while next_emit in done_results:
+                    self._emit(*done_results.pop(next_emit))
+                    next_emit += 1
+                now = time.perf_counter()
+                if self.on_status and now - last_status >= self.opt.status_every_s:
+                    st = self.status()
+                    st["rate"] = st["predicted"] / (now - t0)
+                    self.on_status(st)
+                    last_status = now
+                if finished_reading and not len(self.queue) and not pending and not done_results:
+                    break
+        except BaseException:
+            for k in sorted(done_results):  # predictions made but not yet written: keep them
+                self._emit(*done_results.pop(k))
+            raise

@@ -3,8 +3,9 @@ and replay of a dataset store or a folder of images at a chosen rate.
 
 A source is an iterator of ``Frame`` (decoded), ``Rejected`` (a malformed message, to be
 counted) or ``None`` (nothing arrived within the poll timeout; lets the caller check for a
-stop request).  ZeroMQ reconnects PULL/SUB sockets to a restarted peer by itself; a REQ
-socket whose reply never comes is closed and opened again (the "lazy pirate" pattern).
+stop request).  A socket whose connection drops (the peer went away, or sent a part over the
+MAXMSGSIZE limit, after which libzmq would never reconnect) is closed and opened again, as is
+a REQ socket whose reply never comes (the "lazy pirate" pattern); ``reconnects`` counts both.
 """
 
 from __future__ import annotations
@@ -36,57 +37,92 @@ class ZmqSource:
         self.karabo = (karabo_source, karabo_key)
         self.ctx = zmq.Context.instance()
         self.sock: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None
         self.reconnects = 0
         self._closed = False
+        self._open()  # a malformed endpoint fails here, before the run starts
 
     def _open(self) -> None:
         kind = {"REQ": zmq.REQ, "PULL": zmq.PULL, "SUB": zmq.SUB}[self.pattern]
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
-        # libzmq refuses (and disconnects) any message part larger than this before allocating it;
-        # parts between max_bytes and this reach the decoder and are counted as rejected
+        # libzmq refuses any message part larger than this before allocating it, by dropping the
+        # connection for good (a protocol error); the monitor sees that and __iter__ reconnects.
+        # Parts between max_bytes and this reach the decoder and are counted as rejected.
         sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_bytes + (1 << 20))
         sock.setsockopt(zmq.RCVHWM, 4)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         if self.pattern == "SUB":
             sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.connect(self.url)
-        self.sock = sock
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            sock.connect(self.url)
+        except zmq.ZMQError as exc:
+            monitor.close(linger=0)
+            sock.close(linger=0)
+            raise ValueError(f"source {self.url!r}: {exc}") from None
+        self.sock, self.monitor = sock, monitor
+        self.poller = zmq.Poller()
+        self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(monitor, zmq.POLLIN)
+
+    def _shut(self) -> None:
+        if self.sock is not None:
+            self.sock.disable_monitor()
+            self.monitor.close(linger=0)
+            self.sock.close(linger=0)
+            self.sock = self.monitor = None
+
+    def _reopen(self) -> None:
+        self._shut()
+        self._open()
+        self.reconnects += 1
 
     def _decode(self, parts) -> list[Frame]:
         if self.protocol == "karabo":
             return decode_karabo(parts, self.max_bytes, *self.karabo)
         return decode_simple(parts, self.max_bytes)
 
+    def _messages(self, parts) -> Iterator[Frame | Rejected]:
+        now = time.perf_counter()
+        try:
+            for f in self._decode(parts):
+                f.t_received = now
+                yield f
+        except Rejected as rej:
+            yield rej
+
     def __iter__(self) -> Iterator[Frame | Rejected | None]:
-        self._open()
+        if self.sock is None:
+            self._open()
         waiting = False
         try:
             while not self._closed:
                 if self.pattern == "REQ" and not waiting:
                     self.sock.send(b"next")
                     waiting = True
-                if not self.sock.poll(self.timeout_ms, zmq.POLLIN):
+                ready = dict(self.poller.poll(self.timeout_ms))
+                if self.monitor in ready:
+                    # the connection was dropped (peer gone, or a part over MAXMSGSIZE, after which
+                    # libzmq never reconnects): keep what already arrived, then connect afresh
+                    while self.sock.poll(0, zmq.POLLIN):
+                        yield from self._messages(self.sock.recv_multipart(copy=False))
+                    self._reopen()
+                    waiting = False
+                    yield None
+                    continue
+                if self.sock not in ready:
                     if self.pattern == "REQ":  # no reply: the server may have restarted; start afresh
-                        self.sock.close(linger=0)
-                        self._open()
-                        self.reconnects += 1
+                        self._reopen()
                         waiting = False
                     yield None
                     continue
                 parts = self.sock.recv_multipart(copy=False)
                 waiting = False
-                now = time.perf_counter()
-                try:
-                    for f in self._decode(parts):
-                        f.t_received = now
-                        yield f
-                except Rejected as rej:
-                    yield rej
+                yield from self._messages(parts)
         finally:
-            if self.sock is not None:
-                self.sock.close(linger=0)
+            self._shut()
 
     def close(self) -> None:
         self._closed = True
@@ -148,7 +184,7 @@ class ReplaySource:
                 try:
                     image = self._load(i)
                 except (OSError, ValueError) as exc:
-                    yield Rejected(f"{self.files[i].name}: {exc}", i)
+                    yield Rejected(f"unreadable image ({self.files[i].name}: {exc})", i)
                     continue
             yield Frame(i, np.asarray(image), {}, time.perf_counter())
 
@@ -161,4 +197,6 @@ def open_source(spec: str, **kw) -> ZmqSource | ReplaySource:
     if "://" in spec:
         return ZmqSource(spec, **{k: v for k, v in kw.items() if k in (
             "pattern", "protocol", "max_bytes", "timeout_s", "karabo_source", "karabo_key")})
-    return ReplaySource(spec, rate=kw.get("rate"), limit=kw.get("limit"))
+    from factory.outputs import user_path
+
+    return ReplaySource(user_path(spec), rate=kw.get("rate"), limit=kw.get("limit"))
