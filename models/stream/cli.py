@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import signal
 import sys
 from pathlib import Path
@@ -53,52 +54,77 @@ def stream(
     as_json: Annotated[bool, typer.Option("--json", help="print the final summary as JSON")] = False,
 ):
     """Predict on a detector stream; Ctrl-C drains and flushes. Prints received = predicted + rejected + dropped."""
-    from models.artifact import read_description
+    from factory.outputs import check_disjoint, check_replaceable, is_factory_zarr, user_path
 
     from .pipeline import StreamOptions, StreamPredictor
-    from .sinks import PngSink, PubSink, ZarrSink
+    from .sinks import PngSink, PubSink, ZarrSink, check_png
     from .sources import open_source
 
-    desc = read_description(model)
+    # everything is checked before anything is written (and before torch is imported)
+    model = user_path(model)
+    inputs = [model] if "://" in source else [model, source]
+    for path in (out, png):
+        if path is not None:
+            check_disjoint(path, inputs)
+    if out:
+        check_replaceable(user_path(out), overwrite=overwrite, what="predictions store", recognise=is_factory_zarr)
+    if png:
+        check_png(png, overwrite)
+    sinks = []
     try:
         opts = StreamOptions(batch_size=batch, max_latency_ms=max_latency_ms, queue_size=queue, policy=policy,
                              replicas=replicas, workers=workers, device=device, optimize=optimize, max_frames=max_frames, duration_s=duration,
                              idle_timeout_s=idle_timeout)
         src = open_source(source, pattern=pattern, protocol=protocol, max_bytes=int(max_mb * 2**20),
                           karabo_source=karabo_source, karabo_key=karabo_key, rate=rate)
+        if pub:
+            sinks.append(PubSink(pub))
     except ValueError as exc:
+        _close(sinks)
         fail(str(exc))
+    from models.artifact import read_description
+
+    desc = read_description(model)
     labels = list(desc["labels"]) if desc.get("task") != "classify" else ["class"]
-    sinks = []
-    if out:
-        try:
-            sinks.append(ZarrSink(out, labels, {"model": str(model), "source": source, "labels": labels},
-                                  overwrite=overwrite))
-        except FileExistsError as exc:
-            fail(str(exc))
-    if pub:
-        sinks.append(PubSink(pub))
+    runner = StreamPredictor(str(model), src, [], opts, on_status=None if as_json else _status_line)
     if png:
-        sinks.append(PngSink(png, labels, every_s=png_every))
-    runner = StreamPredictor(str(model), src, sinks, opts, on_status=None if as_json else _status_line)
+        sinks.append(PngSink(png, labels, every_s=png_every, overwrite=overwrite))
+    if out:  # the only thing written to disk before the stream starts
+        sinks.insert(0, ZarrSink(out, labels, {"model": str(model), "source": source, "labels": labels},
+                                 overwrite=overwrite))
+    runner.sinks = sinks
     previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
     try:
-        summary = runner.run()
+        summary = runner.run()  # flushes every sink and writes the summary, whatever happens
     finally:
         signal.signal(signal.SIGINT, previous)
-        for s in sinks:
-            if hasattr(s, "close"):
-                s.close()
+        _close(sinks)
     if as_json:
         emit_json(summary)
     else:
         sys.stderr.write("\n")
+        lost = f" (+ lost {summary['lost']}: sent {summary['sent']})" if summary["lost"] else ""
         typer.echo(
-            f"received {summary['received']} = predicted {summary['predicted']} + rejected {summary['rejected']} "
+            f"received {summary['received']}{lost} = predicted {summary['predicted']} + rejected {summary['rejected']} "
             f"+ dropped {summary['dropped']}; {summary['rate']:.0f} frames/s; latency p50 {summary['p50_ms']:.1f} ms, "
             f"p99 {summary['p99_ms']:.1f} ms; reconnects {summary['reconnects']}"
         )
         if summary["reasons"]:
             typer.echo("rejected: " + "; ".join(f"{k} x{v}" for k, v in summary["reasons"].items()))
-    if not summary["balanced"]:
+    if runner.reader_error is not None:  # not a user error: keep the traceback
+        raise RuntimeError(f"{summary['error']} (the predictions made so far were written)") from runner.reader_error
+    if summary["received"] != summary["predicted"] + summary["rejected"] + summary["dropped"]:
         fail("counts do not balance (a bug): received != predicted + rejected + dropped", code=3)
+    if summary["lost"]:
+        fail(f"{summary['lost']} of the {summary['sent']} messages the sender numbered never arrived "
+             f"(reconnects {summary['reconnects']})", code=1)
+    if summary["received"] and not summary["predicted"]:
+        top = ", ".join(f"{k} x{v}" for k, v in collections.Counter(summary["reasons"]).most_common(3))
+        fail(f"no frame was predicted: {summary['rejected']} of {summary['received']} rejected ({top}), "
+             f"{summary['dropped']} dropped", code=1)
+
+
+def _close(sinks: list) -> None:
+    for s in sinks:
+        if hasattr(s, "close"):
+            s.close()

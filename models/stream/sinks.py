@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,22 +12,32 @@ import numpy as np
 import zarr
 import zmq
 
+from factory.errors import OutputError
+from factory.outputs import is_factory_zarr, staged_output, user_path
+
 
 class ZarrSink:
-    """Appends (frame_id, latency, labels) to growable 1D Zarr v3 arrays, flushed every ``every`` rows."""
+    """Appends (frame_id, latency, labels) to growable 1D Zarr v3 arrays, flushed every ``every`` rows.
+
+    The empty store is built beside ``path`` and swapped into place (``factory.outputs``); an
+    existing ``path`` is replaced only with ``overwrite`` and only when it is a store factory
+    wrote (OutputError otherwise), so nothing of the user's is ever deleted.
+    """
 
     def __init__(self, path: str | Path, labels: list[str], attrs: dict[str, Any], overwrite: bool = False,
                  every: int = 1024):
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} already exists; pass --overwrite to replace it")
-        self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+        self.path = user_path(path)
         self.labels = labels
         names = ["frame_id", "latency_ms", *labels]
         dtypes = {"frame_id": "int64"}
-        self.arrays = {n: self.group.create_array(n, shape=(0,), chunks=(4096,), dtype=dtypes.get(n, "float64"),
-                                                  dimension_names=["frame"]) for n in names}
-        self.group.attrs["stream"] = {**attrs, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with staged_output(self.path, overwrite=overwrite, what="predictions store", recognise=is_factory_zarr) as tmp:
+            group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
+            for n in names:
+                group.create_array(n, shape=(0,), chunks=(4096,), dtype=dtypes.get(n, "float64"),
+                                   dimension_names=["frame"])
+            group.attrs["stream"] = {**attrs, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.group = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+        self.arrays = {n: self.group[n] for n in names}
         self.buffer: dict[str, list] = {n: [] for n in names}
         self.every = every
         self.rows = 0
@@ -54,9 +65,15 @@ class PubSink:
     """Publishes one msgpack message per frame: {"frame_id", "latency_ms", <label>: value}."""
 
     def __init__(self, endpoint: str):
+        if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"--pub {endpoint!r} is not a ZeroMQ endpoint (tcp://127.0.0.1:port)")
         self.sock = zmq.Context.instance().socket(zmq.PUB)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(endpoint)
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.sock.close(linger=0)
+            raise ValueError(f"--pub {endpoint!r}: cannot bind ({exc})") from None
 
     def write(self, frame_ids, latency_ms, values) -> None:
         for j, fid in enumerate(frame_ids):
@@ -71,11 +88,32 @@ class PubSink:
         self.sock.close(linger=0)
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png(path: str | Path, overwrite: bool) -> Path:
+    """The PNG's absolute path; an existing file is replaced only with ``overwrite`` and only when
+    it is a PNG (never a user's other file, a folder or a symlink)."""
+    path = user_path(path)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+        if path.is_symlink() or not path.is_file() or _head(path) != PNG_MAGIC:
+            raise OutputError(f"{path} exists and is not a PNG file; refusing to replace it")
+    return path
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(len(PNG_MAGIC))
+
+
 class PngSink:
     """Every ``every_s`` seconds, a PNG of the recent predictions (last ``window`` frames)."""
 
-    def __init__(self, path: str | Path, labels: list[str], every_s: float = 10.0, window: int = 2000):
-        self.path, self.labels, self.every_s, self.window = Path(path), labels, every_s, window
+    def __init__(self, path: str | Path, labels: list[str], every_s: float = 10.0, window: int = 2000,
+                 overwrite: bool = False):
+        self.path, self.labels, self.every_s, self.window = check_png(path, overwrite), labels, every_s, window
         self.ids: list[int] = []
         self.values: dict[str, list[float]] = {n: [] for n in labels}
         self.last = 0.0
@@ -108,6 +146,8 @@ class PngSink:
         axes[-1, 0].set_xlabel("frame id")
         fig.suptitle(f"recent predictions ({len(ids)} frames)", fontsize=9)
         fig.tight_layout()
-        fig.savefig(self.path, dpi=100)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)
+        os.replace(tmp, self.path)  # never a half-written PNG
         self.last = time.monotonic()
