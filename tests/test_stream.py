@@ -1,4 +1,5 @@
-"""Streaming prediction: karabo-bridge end to end, fuzzing, reconnects, backpressure, replicas."""
+"""Streaming prediction: karabo-bridge end to end, reconnects, backpressure, replicas, and what ends a run
+(hostile ids, headers and sizes; failures mid-run). The wire fuzz tests are in test_stream_fuzz.py."""
 
 import json
 import socket
@@ -18,7 +19,7 @@ from factory.store import DatasetStore
 from models.artifact import Predictor, save_model
 from models.networks import build
 from models.stream.pipeline import StreamOptions, StreamPredictor
-from models.stream.protocol import Rejected, decode_karabo, decode_simple, encode_simple
+from models.stream.protocol import Rejected, decode_karabo, decode_simple, encode_simple, simple_header
 from models.stream.sinks import ZarrSink
 from models.stream.sources import ReplaySource, ZmqSource
 from tests.conftest import error_line, run_cli
@@ -111,68 +112,8 @@ def test_our_karabo_decoder_reads_the_reference_serializer():
     assert [f.frame_id for f in frames] == [70000, 70001]
 
 
-def malformed(rng, i):
-    """One malformed message of many kinds (simple protocol)."""
-    good = encode_simple(i, raw_frame(i))
-    kind = i % 11
-    if kind == 0:
-        return [rng.bytes(int(rng.integers(1, 64)))]                          # one garbage part
-    if kind == 1:
-        return [rng.bytes(20), rng.bytes(100)]                                # garbage header
-    if kind == 2:
-        return [json.dumps({"frame_id": i, "dtype": "object", "shape": [33, 41]}).encode(), good[1]]
-    if kind == 3:
-        return [msgpack.packb({"frame_id": i, "dtype": "float32", "shape": [33, -41]}), good[1]]
-    if kind == 4:
-        return [good[0], good[1][:-7]]                                        # truncated buffer
-    if kind == 5:
-        return [good[0], good[1] + b"\0" * 8]                                 # oversized buffer
-    if kind == 6:
-        bad = raw_frame(i)
-        bad[3, 4] = np.nan
-        return encode_simple(i, bad)                                          # NaN frame
-    if kind == 7:
-        return [msgpack.packb({"frame_id": i, "dtype": "float64", "shape": [8192, 8192]}), b"x"]  # 512 MiB claimed
-    if kind == 8:
-        return encode_simple(i, np.ones((33, 40), np.float32))                # wrong frame shape for the model
-    if kind == 9:
-        return [msgpack.packb({"frame_id": "seven", "dtype": "float32", "shape": [33, 41]}), good[1]]
-    return [*good, b"extra"]                                                  # three parts
-
-
-def test_fuzz_malformed_messages_are_counted_and_valid_ones_predicted(model_dir, tmp_path):
-    rng = np.random.default_rng(0)
-    port = free_port()
-    n_valid, n_bad = 150, 2200
-    plan = rng.permutation(np.r_[np.ones(n_valid, bool), np.zeros(n_bad, bool)])
-    src = ZmqSource(f"tcp://127.0.0.1:{port}", pattern="PULL", protocol="simple", max_bytes=1 << 20)
-    ctx = zmq.Context.instance()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 2000)
-    push.bind(f"tcp://127.0.0.1:{port}")
-    valid_ids = []
-
-    def send():
-        for k, ok in enumerate(plan):
-            if ok:
-                valid_ids.append(100_000 + k)
-                push.send_multipart(encode_simple(100_000 + k, raw_frame(k), header="json" if k % 2 else "msgpack"))
-            else:
-                push.send_multipart(malformed(rng, k))
-
-    t = threading.Thread(target=send)
-    t.start()
-    summary, res = run_stream(model_dir, src, tmp_path, max_frames=len(plan), batch_size=16)
-    t.join()
-    push.close()
-    assert summary["received"] == len(plan)
-    assert summary["rejected"] == n_bad and summary["predicted"] == n_valid and summary["balanced"]
-    np.testing.assert_array_equal(res["frame_id"], valid_ids)
-    assert sum(summary["reasons"].values()) == n_bad and len(summary["reasons"]) >= 8
-
-
 def test_protocol_refuses_before_allocating():
-    with pytest.raises(Rejected, match="exceeds the limit"):
+    with pytest.raises(Rejected, match="over the byte limit"):
         decode_simple([msgpack.packb({"frame_id": 1, "dtype": "float64", "shape": [8192, 8192]}), b""], 1 << 20)
     with pytest.raises(Rejected, match="dtype"):
         decode_simple([msgpack.packb({"frame_id": 1, "dtype": "O", "shape": [2, 2]}), b"\0" * 32], 1 << 20)
@@ -264,3 +205,149 @@ def test_cli_replay_and_errors(model_dir, tmp_path):
     assert proc.returncode == 2 and "pattern 'DEALER'" in error_line(proc)
     proc = run_cli("predict", "stream", str(model_dir), "--source", str(st.path), "--out", str(tmp_path / "p.zarr"))
     assert proc.returncode == 2 and "already exists" in error_line(proc)
+
+
+class Decoded:
+    """Messages as a ZeroMQ source would yield them (decoded, or Rejected); an exception in the
+    list is raised where it stands, as a broken source would."""
+
+    def __init__(self, messages, protocol="simple"):
+        self.messages, self.protocol = messages, protocol
+
+    def __iter__(self):
+        for parts in self.messages:
+            if isinstance(parts, Exception):
+                raise parts
+            try:
+                decode = decode_simple if self.protocol == "simple" else decode_karabo
+                for f in decode(parts, 1 << 20):
+                    f.t_received = time.perf_counter()
+                    yield f
+            except Rejected as rej:
+                yield rej
+
+    def close(self):
+        pass
+
+
+def test_out_of_range_ids_are_rejected_and_predictions_kept(model_dir, tmp_path):
+    body = raw_frame(0).tobytes()
+    msgs = [encode_simple(i, raw_frame(i)) for i in range(10)]
+    msgs.insert(3, [json.dumps({"frame_id": 10**30, "dtype": "float32", "shape": [33, 41]}).encode(), body])
+    msgs.insert(7, [msgpack.packb({"frame_id": 2**64 - 1, "dtype": "float32", "shape": [33, 41]}), body])
+    summary, res = run_stream(model_dir, Decoded(msgs), tmp_path, batch_size=4)
+    assert (summary["received"], summary["predicted"], summary["rejected"]) == (12, 10, 2) and summary["balanced"]
+    assert sum(v for k, v in summary["reasons"].items() if k.startswith("bad frame_id")) == 2
+    np.testing.assert_array_equal(res["frame_id"], np.arange(10))
+
+    from karabo_bridge.serializer import serialize
+
+    def train(tid, image):
+        return [bytes(p) for p in serialize({"a": {"d": image}}, {"a": {"timestamp.tid": tid}})]
+
+    with pytest.raises(Rejected, match="too large for per-pulse"):  # 10**15 * 10000 + pulse > 2**63
+        decode_karabo(train(10**15, np.stack([raw_frame(0)] * 2)), 1 << 20)
+    with pytest.raises(Rejected, match="bad train id"):
+        decode_karabo(train(2**64 - 1, raw_frame(0)), 1 << 20)
+    assert decode_karabo(train(10**15, raw_frame(0)), 1 << 20)[0].frame_id == 10**15  # fits int64
+
+
+def test_predictions_made_are_written_when_the_run_fails(model_dir, tmp_path):
+    st = make_raw_store(tmp_path / "raw.zarr", 40)
+    sink = ZarrSink(tmp_path / "p.zarr", ["R", "intensity"], {})
+    runner = StreamPredictor(str(model_dir), ReplaySource(st.path), [sink],
+                             StreamOptions(batch_size=8, workers=1, max_latency_ms=1000))
+    real, calls = runner.model.run, []
+
+    def failing_third_batch(images):
+        calls.append(len(images))
+        if len(calls) == 3:
+            raise RuntimeError("model failed")
+        return real(images)
+
+    runner.model.run = failing_third_batch
+    with pytest.raises(RuntimeError, match="model failed"):
+        runner.run()
+    np.testing.assert_array_equal(results(tmp_path / "p.zarr")["frame_id"], np.arange(16))  # the two batches before
+    summary = zarr.open_group(str(tmp_path / "p.zarr"), mode="r").attrs["stream"]["summary"]
+    assert summary["predicted"] == 16 and not summary["balanced"]
+
+
+def test_deep_json_header_is_rejected_and_a_reader_death_ends_the_run(model_dir, tmp_path):
+    msgs = [encode_simple(i, raw_frame(i), header="json") for i in range(20)]
+    msgs.insert(10, [b'{"a":' + b"[" * 60000, raw_frame(0).tobytes()])
+    summary, res = run_stream(model_dir, Decoded(msgs), tmp_path, batch_size=4)
+    assert (summary["received"], summary["predicted"], summary["rejected"]) == (21, 20, 1)
+    assert summary["balanced"] and summary["error"] is None
+    assert any(k.startswith("JSON header nested deeper") for k in summary["reasons"])
+    # whatever stops the reader early ends the run unbalanced, with the reason, predictions kept
+    broken = msgs[:5] + [ConnectionError("the detector link broke")] + msgs[5:]
+    summary, res = run_stream(model_dir, Decoded(broken), tmp_path, name="broken.zarr", batch_size=4)
+    assert summary["error"] == "the stream reader stopped: ConnectionError: the detector link broke"
+    assert not summary["balanced"] and summary["predicted"] == 5
+    np.testing.assert_array_equal(res["frame_id"], np.arange(5))
+
+
+def test_part_over_the_size_limit_reconnects_and_lost_frames_are_counted(model_dir, tmp_path):
+    port = free_port()
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.bind(f"tcp://127.0.0.1:{port}")
+    src = ZmqSource(f"tcp://127.0.0.1:{port}", pattern="PULL", protocol="simple", max_bytes=1 << 20, timeout_s=0.2)
+    sink = ZarrSink(tmp_path / "p.zarr", ["R", "intensity"], {})
+    runner = StreamPredictor(str(model_dir), src, [sink], StreamOptions(batch_size=4, idle_timeout_s=2.0))
+    out = {}
+    th = threading.Thread(target=lambda: out.update(runner.run()))
+    th.start()
+
+    def wait_for(cond, timeout):
+        t0 = time.time()
+        while not cond() and time.time() - t0 < timeout:
+            time.sleep(0.02)
+        return cond()
+
+    try:
+        for k in range(10):
+            push.send_multipart(encode_simple(k, raw_frame(k), seq=k))
+        assert wait_for(lambda: runner.counts.received == 10, 30)
+        # 4 MiB: over libzmq's MAXMSGSIZE (2 x 1 MiB + 1 MiB), which drops the connection for good
+        push.send_multipart([simple_header(10, np.float32, (33, 41), seq=10), b"\0" * (4 << 20)])
+        assert wait_for(lambda: src.reconnects >= 1, 5), "the dropped connection was never restored"
+        for k in range(11, 31):
+            push.send_multipart(encode_simple(k, raw_frame(k), seq=k))
+        th.join(timeout=60)
+    finally:
+        runner.stop()
+        th.join(timeout=10)
+        push.close()
+    s = out
+    assert s["reconnects"] >= 1 and s["error"] is None
+    assert s["sent"] == 31 == s["received"] + s["lost"] and s["lost"] >= 1 and not s["balanced"]
+    ids = results(tmp_path / "p.zarr")["frame_id"]
+    assert ids[:10].tolist() == list(range(10)) and ids[-1] == 30 and len(ids) == s["predicted"] == s["received"]
+
+
+def test_cli_refuses_what_it_did_not_create_and_reports_failures(model_dir, tmp_path):
+    import os
+
+    st = make_raw_store(tmp_path / "raw.zarr", 8)
+    user = tmp_path / "userout"
+    user.mkdir()
+    (user / "thesis.tex").write_text("my thesis")
+    stream = ("predict", "stream", str(model_dir), "--source")
+    proc = run_cli(*stream, str(st.path), "--max-frames", "4", "--out", str(user), "--overwrite")
+    assert proc.returncode == 2 and "not a predictions store made by factory" in error_line(proc)
+    assert os.listdir(user) == ["thesis.tex"] and (user / "thesis.tex").read_text() == "my thesis"
+    proc = run_cli(*stream, str(st.path), "--out", str(st.path), "--overwrite")
+    assert proc.returncode == 2 and "is the input" in error_line(proc)
+    assert DatasetStore.open(st.path).n_samples == 8
+    proc = run_cli(*stream, str(st.path), "--pub", "tcp://127.0.0.1:notaport")
+    assert proc.returncode == 2 and "--pub 'tcp://127.0.0.1:notaport'" in error_line(proc)
+    assert "Traceback" not in proc.stderr
+    frames = tmp_path / "frames"  # frames of a shape the model cannot take: every one rejected
+    frames.mkdir()
+    for i in range(3):
+        np.save(frames / f"{i}.npy", np.ones((10, 10), np.float32))
+    proc = run_cli(*stream, str(frames), "--json")
+    assert proc.returncode == 1 and "no frame was predicted: 3 of 3 rejected" in error_line(proc)
+    assert json.loads(proc.stdout)["rejected"] == 3
