@@ -1,4 +1,4 @@
-"""The dataset store: one Zarr v3 group per dataset (DESIGN.md section 3).
+"""The dataset store: one Zarr v3 group per dataset (the on-disk contract laid out below).
 
 Layout::
 
