@@ -1,22 +1,23 @@
-"""Model artefacts: weights (safetensors) + a plain JSON description, loadable safely.
+"""Model artefacts: weights (safetensors) + the model card (:mod:`models.card`), loadable safely.
 
 A model folder (also every training checkpoint) holds::
 
     weights.safetensors   the state dict (tensors only; no pickle)
-    model.json            architecture, task and labels, label scaling, input standardisation,
-                          the store's preprocessing description, the training set's lineage,
-                          the training config and history
+    model.json            the model card: architecture, task and labels, label scaling, input
+                          standardisation, the store's preprocessing description, the training
+                          set's lineage, the training config and history (typed, versioned)
     optimizer.pt          (checkpoints only) optimizer state, read with torch.load(weights_only=True)
 
-:func:`load_model` rebuilds the network from the description and loads the weights;
-:class:`Predictor` turns network-ready images into labels in physical units (unscaled; for
-orientation labels the quaternion is normalised and projected into the fundamental domain).
-:func:`check_compatible` refuses a checkpoint whose architecture or preprocessing differs.
+:func:`read_card` / :func:`load_network` give the typed :class:`~models.card.ModelCard`;
+:func:`read_description` / :func:`load_model` give the same card as a plain dict (its JSON
+form) for code that reads it by key.  :class:`Predictor` turns network-ready images into
+labels in physical units (unscaled; for orientation labels the quaternion is normalised and
+projected into the fundamental domain).  :func:`check_compatible` refuses a checkpoint whose
+architecture, preprocessing or labels differ.
 """
 
 from __future__ import annotations
 
-import json
 import pickle
 import time
 from pathlib import Path
@@ -25,48 +26,37 @@ from typing import Any
 import numpy as np
 import torch
 
-from factory.errors import FactoryError
-
-from .data import LabelScaling
+from .card import FILENAME as DESCRIPTION
+from .card import FORMAT, VERSION, Architecture, ModelCard, ModelError, as_card
 from .networks import count_parameters, from_description
 
-FORMAT = "factory-model"
-VERSION = 1
 WEIGHTS = "weights.safetensors"
-DESCRIPTION = "model.json"
 OPTIMIZER = "optimizer.pt"
 QUAT = ["q0", "q1", "q2", "q3"]
 
 
-class ModelError(FactoryError):
-    """A model artefact or checkpoint is missing, damaged or does not fit the request."""
-
-
-def save_model(folder: str | Path, model: torch.nn.Module, description: dict[str, Any]) -> Path:
+def save_model(folder: str | Path, model: torch.nn.Module, card: ModelCard | dict[str, Any]) -> Path:
+    """Write the weights and the card (a :class:`ModelCard`, or its plain form) into ``folder``."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    card = as_card(card).model_copy(update={"parameters": count_parameters(_unwrap(model), trainable_only=False)})
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
-    desc = {"format": FORMAT, "version": VERSION, "parameters": count_parameters(_unwrap(model), trainable_only=False),
-            **description}
-    (folder / DESCRIPTION).write_text(json.dumps(desc, indent=1, default=_jsonable))
+    card.write(folder)
     return folder
 
 
+def read_card(folder: str | Path) -> ModelCard:
+    """The validated model card of a model folder or checkpoint; ModelError in one line if it
+    is missing, damaged, foreign or of a newer version."""
+    return ModelCard.read(folder)
+
+
 def read_description(folder: str | Path) -> dict[str, Any]:
-    folder = Path(folder)
-    path = folder / DESCRIPTION
-    if not path.is_file():
-        raise ModelError(f"{folder}: not a model folder (no {DESCRIPTION}); pass a trained model's folder")
-    try:
-        desc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: damaged description ({exc})") from None
-    if desc.get("format") != FORMAT or int(desc.get("version", 0)) > VERSION:
-        raise ModelError(f"{path}: not a {FORMAT} v{VERSION} description")
-    return desc
+    """The model card as a plain dict (its JSON form), for code that reads it by key."""
+    return read_card(folder).to_dict()
 
 
 def load_state(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -95,18 +85,24 @@ def load_torch(path: str | Path, what: str) -> Any:
         raise ModelError(f"{path}: damaged {what} ({first})") from None
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """(network in eval mode, description) from a model folder or checkpoint."""
-    desc = read_description(folder)
+def load_network(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
+    """(network in eval mode, model card) from a model folder or checkpoint."""
+    card = read_card(folder)
     try:
-        model = from_description(desc["architecture"])
-    except (KeyError, ValueError) as exc:
+        model = from_description(card.architecture.model_dump())
+    except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{folder}: cannot rebuild the architecture ({exc})") from None
     try:
         model.load_state_dict(load_state(folder))
     except RuntimeError as exc:
         raise ModelError(f"{folder}: weights do not fit the described architecture ({str(exc).splitlines()[0]})") from None
-    return model.to(device).eval(), desc
+    return model.to(device).eval(), card
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(network in eval mode, the card as a plain dict) from a model folder or checkpoint."""
+    model, card = load_network(folder, device)
+    return model, card.to_dict()
 
 
 def first_difference(a: Any, b: Any, path: str = "", root: str = "value", sep: str = "!=") -> str:
@@ -127,31 +123,31 @@ def _function_of(preprocessing: Any) -> Any:
     return preprocessing
 
 
-def describe_arch(arch: dict[str, Any]) -> str:
-    kw = ", ".join(f"{k}={v}" for k, v in sorted(arch.get("kwargs", {}).items()))
-    return f"{arch.get('name')}({kw})"
+def describe_arch(arch: Architecture | dict[str, Any]) -> str:
+    return (arch if isinstance(arch, Architecture) else Architecture.model_validate(arch)).describe()
 
 
-def check_compatible(desc: dict[str, Any], *, architecture: dict[str, Any] | None = None,
+def check_compatible(card: ModelCard | dict[str, Any], *, architecture: Architecture | dict[str, Any] | None = None,
                      preprocessing: Any = "unchecked", labels: list[str] | None = None, what: str = "checkpoint",
                      where: str | Path = "") -> None:
     """Refuse a checkpoint/model whose architecture, preprocessing or labels differ."""
+    card = as_card(card, where or "model card")
     where = f"{where}: " if where else ""
     if architecture is not None:
-        have = desc.get("architecture", {})
-        if have.get("name") != architecture.get("name") or have.get("kwargs") != architecture.get("kwargs"):
+        want = architecture if isinstance(architecture, Architecture) else Architecture.model_validate(architecture)
+        if card.architecture != want:
             raise ModelError(
-                f"{where}the {what} is a {describe_arch(have)} but this run builds a {describe_arch(architecture)}; "
+                f"{where}the {what} is a {card.architecture.describe()} but this run builds a {want.describe()}; "
                 "use a matching config or a new --out folder"
             )
-    if preprocessing != "unchecked" and _function_of(desc.get("preprocessing")) != _function_of(preprocessing):
+    if preprocessing != "unchecked" and _function_of(card.preprocessing) != _function_of(preprocessing):
         raise ModelError(
             f"{where}the {what} was trained on images preprocessed differently from this store "
-            f"({first_difference(_function_of(desc.get('preprocessing')), _function_of(preprocessing))}); "
+            f"({first_difference(_function_of(card.preprocessing), _function_of(preprocessing))}); "
             "process the store the same way or train a new model"
         )
-    if labels is not None and list(desc.get("labels", [])) != list(labels):
-        raise ModelError(f"{where}the {what} predicts {desc.get('labels')} but {labels} were asked for")
+    if labels is not None and list(card.labels) != list(labels):
+        raise ModelError(f"{where}the {what} predicts {list(card.labels)} but {labels} were asked for")
 
 
 class Predictor:
@@ -159,13 +155,17 @@ class Predictor:
 
     def __init__(self, folder: str | Path, device: str | None = None, batch_size: int = 64):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, self.description = load_model(folder, self.device)
+        self.model, self.card = load_network(folder, self.device)
         self.batch_size = batch_size
-        d = self.description
-        self.labels: list[str] = list(d["labels"])
-        self.task: str = d.get("task", "regress")
-        self.scaling = LabelScaling.from_dict(d["label_scaling"]) if d.get("label_scaling") else None
-        self.group = (d.get("postprocess") or {}).get("group")
+        self.labels: list[str] = list(self.card.labels)
+        self.task: str = self.card.task
+        self.scaling = self.card.scaling()
+        self.group = self.card.postprocess.group if self.card.postprocess else None
+
+    @property
+    def description(self) -> dict[str, Any]:
+        """The card as a plain dict (for code that reads it by key)."""
+        return self.card.to_dict()
 
     @torch.no_grad()
     def raw(self, images: np.ndarray) -> np.ndarray:
@@ -207,11 +207,11 @@ def export_model(folder: str | Path, out: str | Path | None = None, fmt: str = "
     ``torchscript``: ``model.ts`` (``torch.jit``, deprecated by PyTorch but still loadable from C++);
     ``onnx``: ``model.onnx`` (needs the onnx package).  The exported graph maps network-ready
     images (any batch size) to the raw (scaled) outputs; label scaling and preprocessing stay
-    in ``model.json`` next to it.
+    in the model card ``model.json`` next to it.
     """
     folder = Path(folder)
-    model, desc = load_model(folder)
-    shape = desc["input"]["shape"]
+    model, card = load_network(folder)
+    shape = card.input.shape
     example = torch.zeros((2, *shape), dtype=torch.float32)
     if fmt == "export":
         out = Path(out or folder / "model.pt2")
@@ -242,17 +242,10 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def _jsonable(obj: Any):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+__all__ = ["DESCRIPTION", "FORMAT", "OPTIMIZER", "QUAT", "VERSION", "WEIGHTS", "ModelCard", "ModelError", "Predictor",
+           "check_compatible", "describe_arch", "export_model", "first_difference", "load_model", "load_network",
+           "load_state", "load_torch", "project_quaternions", "read_card", "read_description", "save_model"]
