@@ -21,7 +21,10 @@ from factory.outputs import check_disjoint, staged_output, user_path
 from factory.store import DatasetStore
 
 from .evaluate import _plt, evaluate
-from .train import MANIFEST_VERSION, TrainConfig, owned_output, train, training_split, write_manifest
+from .train import train
+from .train_config import TrainConfig
+from .train_job import training_split
+from .train_runs import MANIFEST_VERSION, owned_output, write_manifest
 
 SCHEMA = "factory.learning-curve"
 #: a learning-curve folder: its manifest, one run per N, the summary and the figure

@@ -1,4 +1,5 @@
-"""Transfer learning (Shvetsov-Shilovski & Lein, PRA 2023, Sec. IV): retrain a trained model on a small shifted set.
+"""Transfer learning (Shvetsov-Shilovski & Lein, Phys. Rev. A 107, 033106 (2023), Sec. IV):
+retrain a trained model on a small shifted set.
 
 :func:`transfer` loads a trained model, freezes its first ``freeze`` feature blocks
 (convolutional layers; the paper freezes 3 or 4 of 5), retrains the rest on the training
@@ -16,20 +17,28 @@ from typing import Any
 from factory.outputs import check_disjoint, staged_output, user_path
 from factory.store import DatasetStore
 
-from .artifact import check_compatible, load_model
+from .artifact import check_compatible, load_network
+from .card import ModelCard, ModelError, as_card
 from .evaluate import evaluate
-from .train import MANIFEST_VERSION, TrainConfig, config_from_dict, owned_output, train, training_split, write_manifest
+from .train import train
+from .train_config import TrainConfig, config_from_dict
+from .train_job import training_split
+from .train_runs import MANIFEST_VERSION, owned_output, write_manifest
 
 SCHEMA = "factory.transfer"
 #: a transfer folder: its manifest, the two runs, the evaluations, the table and the figure
 is_transfer_folder = owned_output(SCHEMA, frozenset({"transfer", "scratch", "eval", "transfer.json", "transfer.png"}))
 
 
-def transfer_configs(base_desc: dict[str, Any], model: str | Path, *, freeze: int = 3, lr: float = 1e-2,
+def transfer_configs(base_card: ModelCard | dict[str, Any], model: str | Path, *, freeze: int = 3, lr: float = 1e-2,
                      epochs: int | None = None, max_train: int | None = None,
                      overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, TrainConfig]:
     """(transfer config, from-scratch config) derived from the base model's own training config."""
-    base = json.loads(json.dumps(base_desc["training"]["config"]))
+    training = as_card(base_card, model).training
+    if training is None:
+        raise ModelError(f"{model}: its card records no training config (not made by factory train); "
+                         "nothing to derive the transfer from")
+    base = json.loads(json.dumps(training.config))
     base["data"]["store"] = None
     base["run"]["stop_after_epoch"] = None
     if max_train is not None:
@@ -63,10 +72,10 @@ def transfer(model: str | Path, store: str | Path, out: str | Path, *, freeze: i
     ``overwrite`` replaces only a transfer folder the project made."""
     model, store, out = user_path(model), user_path(store), user_path(out)
     check_disjoint(out, [model, store])
-    base_desc = load_model(model)[1]  # its weights load (a damaged file is refused before anything is written)
+    base_card = load_network(model)[1]  # its weights load (a damaged file is refused before anything is written)
     ds = DatasetStore.open(store)
-    check_compatible(base_desc, preprocessing=ds.meta.get("preprocessing"), what="model to transfer from", where=model)
-    tl_cfg, sc_cfg = transfer_configs(base_desc, model, freeze=freeze, lr=lr, epochs=epochs, max_train=max_train,
+    check_compatible(base_card, preprocessing=ds.meta.get("preprocessing"), what="model to transfer from", where=model)
+    tl_cfg, sc_cfg = transfer_configs(base_card, model, freeze=freeze, lr=lr, epochs=epochs, max_train=max_train,
                                       overrides=overrides)
     split = training_split(ds, tl_cfg.data.val_fraction, tl_cfg.data.split_seed)
     held = split.held_out()
@@ -85,7 +94,7 @@ def transfer(model: str | Path, store: str | Path, out: str | Path, *, freeze: i
             table["scratch_wall_s"] = res_sc.wall_s
         for k, r in ev.items():
             table["models"][k] = {n: v["mae"] for n, v in r.get("per_label", {}).items()}
-        first = base_desc["labels"][0]
+        first = base_card.labels[0]
         table["mean_predictor"] = {first: ev["transfer"]["per_label"][first]["mae_mean_predictor"]}
         _figure(tmp, ev, first)
         (tmp / "transfer.json").write_text(json.dumps(table, indent=1))
