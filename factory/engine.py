@@ -1,48 +1,56 @@
-"""The generation engine: fills a dataset store with simulated samples using Ray tasks.
+"""The generation engine: fills a dataset store with simulated samples, on any executor.
 
-Work is cut into the store's chunks; each chunk is one Ray task that simulates its samples
-and writes them with :meth:`DatasetStore.write_block` (``done`` last).  Sample i's labels
-and noise come from (seed, i) only, so a resumed, retried or re-scheduled block writes the
-same bytes.  Ray retries a task whose worker or node died (``max_retries``); a simulator
-result with NaN/Inf fails its block loudly and is never stored.
+Work is cut into the store's chunks; each chunk is one block of
+:func:`factory.compute.fill_missing_blocks` that simulates its samples and writes them with
+:meth:`DatasetStore.write_block` (``done`` last).  Sample i's labels and noise come from
+(seed, i) only, so a resumed, retried or re-scheduled block writes the same bytes, whatever
+the executor (Ray tasks, Ray actors, local).  On Ray a block whose worker or node died is
+retried (``max_retries``); a simulator result with NaN/Inf fails its block loudly and is
+never stored.
 
-``run_block`` is the plain function behind each task (no Ray), so a notebook or a test can
-compute one block directly.
+``run_block`` computes and writes one block directly (no Ray), so a notebook or a test can
+fill a store block by block.  Each worker builds its simulator once, with ``threads`` threads
+(one by default: parallelism comes from more worker processes, not threads inside one).
 """
 
 from __future__ import annotations
 
-import os
+import inspect
 import time
-from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .compute import BlockReport, Executor, fill_missing_blocks
+from .compute.blocks import BlockWriter
 from .config import GenerateConfig, config_from_dict
 from .errors import GenerationError, StoreError
 from .outputs import check_replaceable, is_factory_zarr, user_path
-from .progress import progress_bar
 from .simulators import Simulator, rng_for, simulator_class
 from .store import DatasetStore
 
-_SIMULATORS: dict[str, Simulator] = {}  # one simulator per worker process and config
+_SIMULATORS: dict[tuple[str, int], Simulator] = {}  # one simulator per worker process, config and thread count
+
+GenerateReport = BlockReport  # the report of a generation run (one class for every block run)
 
 
-def build_simulator(config: GenerateConfig) -> Simulator:
-    """The simulator for ``config``, built once per process and reused."""
-    sim = _SIMULATORS.get(config.hash)
+def build_simulator(config: GenerateConfig, threads: int = 1) -> Simulator:
+    """The simulator for ``config`` with ``threads`` threads, built once per process and reused."""
+    key = (config.hash, int(threads))
+    sim = _SIMULATORS.get(key)
     if sim is None:
-        sim = simulator_class(config.kind)(config.simulator)
-        _SIMULATORS[config.hash] = sim
+        cls = simulator_class(config.kind)
+        takes_threads = "threads" in inspect.signature(cls).parameters
+        sim = cls(config.simulator, threads=int(threads)) if takes_threads else cls(config.simulator)
+        _SIMULATORS[key] = sim
     return sim
 
 
-def compute_block(config: GenerateConfig, start: int, stop: int):
+def compute_block(config: GenerateConfig, start: int, stop: int, threads: int = 1):
     """Simulate samples [start, stop): (images, params, diagnostics), all checked finite."""
-    sim = build_simulator(config)
+    sim = build_simulator(config, threads)
     idx = range(start, stop)
     params = [sim.sample_params(config.seed, i) for i in idx]
     rngs = [rng_for(config.seed, i, 1) for i in idx]
@@ -62,43 +70,27 @@ def compute_block(config: GenerateConfig, start: int, stop: int):
     return images, labels, diags
 
 
+@dataclass(frozen=True, eq=False)
+class SimulateBlock:
+    """The block function of generation (plain data, so it travels to any worker)."""
+
+    config_data: dict[str, Any]
+    threads: int = 1
+
+    def config(self) -> GenerateConfig:
+        return config_from_dict(self.config_data)
+
+    def warm(self) -> None:
+        """Build this worker's simulator (its plans, its device state) before the first block."""
+        build_simulator(self.config(), self.threads)
+
+    def __call__(self, start: int, stop: int):
+        return compute_block(self.config(), start, stop, self.threads)
+
+
 def run_block(config_data: dict[str, Any], path: str, start: int, stop: int, threads: int = 1) -> dict:
-    """Compute and write one chunk-aligned block; returns timing for the progress report."""
-    os.environ["FACTORY_FFT_THREADS"] = str(threads)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
-    config = config_from_dict(config_data)
-    t0 = time.perf_counter()
-    images, labels, diags = compute_block(config, start, stop)
-    t1 = time.perf_counter()
-    DatasetStore.cached(path, mode="r+").write_block(start, images, labels, diags)
-    return {"start": start, "stop": stop, "compute_s": t1 - t0, "write_s": time.perf_counter() - t1}
-
-
-@dataclass
-class GenerateReport:
-    path: str
-    samples: int
-    done: int
-    blocks_total: int
-    blocks_computed: int
-    blocks_skipped: int
-    samples_computed: int
-    wall_s: float
-    compute_s: float
-    where: str
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.samples_computed / self.wall_s if self.wall_s > 0 else float("nan")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    """Compute and write one chunk-aligned block in this process; returns its timing."""
+    return BlockWriter(SimulateBlock(config_data, threads), path)(start, stop)
 
 
 def store_spec(config: GenerateConfig, lineage: list[dict[str, Any]] = ()) -> dict[str, Any]:
@@ -143,71 +135,42 @@ def generate(
     workers: int | None = None,
     cpus_per_task: int = 1,
     max_retries: int = 5,
+    mode: str = "tasks",
+    executor: Executor | None = None,
     progress: bool = True,
-) -> GenerateReport:
-    """Generate (or resume) the store ``out`` from ``config`` on Ray.
+) -> BlockReport:
+    """Generate (or resume) the store ``out`` from ``config``.
 
-    ``workers`` bounds the blocks in flight (default: the cluster's CPUs / cpus_per_task);
-    on an embedded local Ray it also sets the number of CPUs Ray may use.
+    ``executor``: where the blocks run; by default a Ray executor (``address``, else
+    RAY_ADDRESS, else an embedded local Ray) running ``mode`` = ``tasks`` or ``actors``
+    (long-lived workers that keep the simulator warm), ``workers`` blocks at once (default:
+    the cluster's CPUs / cpus_per_task; on an embedded Ray it also sets the CPUs Ray may use),
+    each simulator with ``cpus_per_task`` threads.  A given executor is used as it is (its
+    own workers and threads) and left open for the next run.
     """
-    import ray
-
-    from cluster.connect import connect
-
     out = user_path(out)
     if not (resume and out.exists()):  # refuse before connecting or creating anything
         check_replaceable(out, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr)
         DatasetStore.validate_new(out, **store_spec(config))
-    target = connect(address, num_cpus=(workers * cpus_per_task) if workers else None)
-    store = prepare_store(config, out, overwrite=overwrite, resume=resume)
-    todo = store.missing_blocks()
-    blocks_total = len(store.blocks())
-    in_flight_max = workers or max(1, target.cpus // cpus_per_task)
-    task = ray.remote(run_block).options(
-        num_cpus=cpus_per_task, max_retries=max_retries, retry_exceptions=False, name="factory.block"
-    )
-    data = config.resolved()
-    t0 = time.perf_counter()
-    compute_s = 0.0
-    failures: list[str] = []
-    failed_samples = 0
-    pending: dict[Any, tuple[int, int]] = {}
-    queue = deque(todo)
-    n_todo = sum(e - s for s, e in todo)
-    with progress_bar(f"generate {config.kind}", n_todo, enabled=progress) as advance:
-        while queue or pending:
-            while queue and len(pending) < in_flight_max:
-                s, e = queue.popleft()
-                pending[task.remote(data, str(store.path), s, e, cpus_per_task)] = (s, e)
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                s, e = pending.pop(ref)
-                try:
-                    compute_s += ray.get(ref)["compute_s"]
-                except ray.exceptions.RayTaskError as exc:
-                    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                    failures.append(f"block [{s}, {e}): {cause}")
-                    failed_samples += e - s
-                except ray.exceptions.RayError as exc:
-                    failures.append(f"block [{s}, {e}): {type(exc).__name__}: {str(exc).splitlines()[0]}")
-                    failed_samples += e - s
-                advance(e - s)
-    wall = time.perf_counter() - t0
-    done = int(store.done_mask().sum())
-    report = GenerateReport(
-        path=str(store.path), samples=store.n_samples, done=done, blocks_total=blocks_total,
-        blocks_computed=len(todo) - len(failures), blocks_skipped=blocks_total - len(todo),
-        samples_computed=n_todo - failed_samples, wall_s=wall, compute_s=compute_s, where=target.describe(), failures=failures,
-    )
+    own = executor is None
+    if own:
+        from .compute.ray_executor import RayExecutor
+
+        executor = RayExecutor(address, workers=workers, cpus_per_task=cpus_per_task, mode=mode,
+                               max_retries=max_retries)
+    threads = getattr(executor, "cpus_per_task", 1)
+    try:
+        store = prepare_store(config, out, overwrite=overwrite, resume=resume)
+        report = fill_missing_blocks(store, SimulateBlock(config.resolved(), threads), executor,
+                                     progress=progress, step=f"generate {config.kind}")
+    finally:
+        if own:
+            executor.close()
     runs = store.meta.get("runs", [])
     runs.append({
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "blocks_computed": report.blocks_computed,
-        "blocks_failed": len(failures), "wall_s": round(wall, 3), "where": report.where,
+        "blocks_failed": len(report.failures), "wall_s": round(report.wall_s, 3), "where": report.where,
     })
     store.update_meta(runs=runs)
-    if failures:
-        raise GenerationError(
-            f"{len(failures)} of {len(todo)} blocks failed, {done}/{store.n_samples} samples done; "
-            f"first: {failures[0]}"
-        )
+    report.raise_failures(GenerationError)
     return report

@@ -3,6 +3,9 @@
 Each test injects its fault only into its own run and then proves two things: the fault
 really hit work in flight (Ray's own task records show the lost attempt and its retry), and
 the finished store is byte-identical, array by array, to a store written without faults.
+The driver and worker kills run in both executor modes: Ray tasks (Ray retries the lost
+task: a later attempt of the same task) and long-lived Ray actors (the executor retries the
+lost block on a live actor: a new task of the same name, and the dead actor is replaced).
 
 Processes are found through Ray's state API of the test's own Ray instance only (its GCS
 address, job id and node ids): never by scanning the machine's process list, which on a
@@ -27,8 +30,9 @@ from factory.config import load_config
 from factory.engine import compute_block, generate, prepare_store, run_block
 from factory.store import DatasetStore
 
-BLOCK_TASK = "factory.block"  # the name the engine gives its block tasks
+BLOCK_TASK = "factory.block"  # the name the engine gives its block tasks (and actor calls)
 TITLE = "ray::" + BLOCK_TASK  # a Ray worker's process title while it runs such a task
+LOST = {"WORKER_DIED", "NODE_DIED", "ACTOR_DIED", "ACTOR_UNAVAILABLE"}  # how Ray records a killed attempt
 
 
 # -- reading stores ------------------------------------------------------------------
@@ -173,7 +177,7 @@ class OwnRay:
 
 def is_running_block(pid):
     try:
-        return " ".join(psutil.Process(pid).cmdline()).startswith(TITLE)
+        return psutil.Process(pid).cmdline()[0] == TITLE
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
@@ -183,16 +187,22 @@ def assert_each_block_finished_once(rows, n_blocks):
     assert len(finished) == len(set(finished)) == n_blocks, "a block finished twice or never"
 
 
-def assert_retried(rows, lost, error_types):
-    """Each lost attempt (task_id, attempt) FAILED with one of ``error_types`` and a later attempt
-    of the same block FINISHED."""
+def assert_retried(rows, lost, error_types, mode="tasks"):
+    """Each lost attempt (task_id, attempt) FAILED with one of ``error_types`` and the block was
+    finished by another attempt: a later attempt of the same task (tasks: Ray retries it), or,
+    on actors, a new call (the executor retries it): every block finished once, and there are
+    exactly as many block calls as blocks plus lost attempts."""
     by_attempt = {(r.task_id, r.attempt_number): r for r in rows}
     for task_id, attempt in lost:
         r = by_attempt.get((task_id, attempt))
         assert r is not None and r.state == "FAILED", f"attempt {attempt} of {task_id} was not lost: {r and (r.state, r.node_id, r.worker_pid)}"
         assert r.error_type in error_types, f"{task_id} attempt {attempt} failed with {r.error_type}"
-        retries = [x for (t, a), x in by_attempt.items() if t == task_id and a > attempt]
-        assert any(x.state == "FINISHED" for x in retries), f"{task_id} was never retried to completion"
+        if mode == "tasks":
+            retries = [x for (t, a), x in by_attempt.items() if t == task_id and a > attempt]
+            assert any(x.state == "FINISHED" for x in retries), f"{task_id} was never retried to completion"
+    if mode == "actors":
+        finished = {r.task_id for r in rows if r.state == "FINISHED"}
+        assert len(by_attempt) == len(finished) + len(lost), "a lost block was not retried exactly once"
 
 
 @pytest.fixture
@@ -211,13 +221,31 @@ def own_ray():
 
 
 # -- the tests -------------------------------------------------------------------------
-def test_driver_sigkill_then_resume_is_byte_identical(tmp_path):
+MODES = ["tasks", "actors"]
+
+# the driver in actor mode: the library call (the CLI runs tasks); prints the report as --json does
+ACTOR_DRIVER = """
+import json, sys
+from factory.config import load_config
+from factory.engine import generate
+cfg = load_config("blobs/tiny", sys.argv[3:], samples=48)
+rep = generate(cfg, sys.argv[1], resume=sys.argv[2] == "resume", workers=1, mode="actors", progress=False)
+print(json.dumps(rep.as_dict()))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_driver_sigkill_then_resume_is_byte_identical(tmp_path, mode):
     overrides = ["simulator.delay_s=0.15", "simulator.noise=0.05"]
     cfg = load_config("blobs/tiny", overrides, samples=48)
     path = tmp_path / "s.zarr"
     sets = [a for o in overrides for a in ("--set", o)]
     cmd = [sys.executable, "-m", "factory.cli", "generate", "blobs/tiny", "--out", str(path),
            "--samples", "48", "--workers", "1", "--no-progress", *sets]
+    resume_cmd = [*cmd, "--resume", "--json"]
+    if mode == "actors":
+        cmd = [sys.executable, "-c", ACTOR_DRIVER, str(path), "new", *overrides]
+        resume_cmd = [sys.executable, "-c", ACTOR_DRIVER, str(path), "resume", *overrides]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: done_count(path) >= 12)
@@ -231,7 +259,7 @@ def test_driver_sigkill_then_resume_is_byte_identical(tmp_path):
             pass
     done_at_kill = done_count(path)
     assert 12 <= done_at_kill < 48
-    resume = subprocess.run([*cmd, "--resume", "--json"], capture_output=True, text=True, timeout=300)
+    resume = subprocess.run(resume_cmd, capture_output=True, text=True, timeout=300)
     assert resume.returncode == 0, resume.stderr
     rep = json.loads(resume.stdout)
     # only the missing blocks were computed on resume: each sample done exactly once overall
@@ -240,7 +268,8 @@ def test_driver_sigkill_then_resume_is_byte_identical(tmp_path):
     assert_identical(path, tmp_path, "blobs/tiny", overrides, 48)
 
 
-def test_killed_ray_workers_lose_and_duplicate_nothing(tmp_path, own_ray):
+@pytest.mark.parametrize("mode", MODES)
+def test_killed_ray_workers_lose_and_duplicate_nothing(tmp_path, own_ray, mode):
     overrides = ["simulator.delay_s=0.3", "chunk=2"]  # 0.6 s per block, 20 blocks
     cfg = load_config("blobs/tiny", overrides, samples=40)
     path = tmp_path / "s.zarr"
@@ -264,7 +293,7 @@ def test_killed_ray_workers_lose_and_duplicate_nothing(tmp_path, own_ray):
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     try:
-        rep = generate(cfg, path, workers=2, progress=False)
+        rep = generate(cfg, path, workers=2, mode=mode, progress=False)
     finally:
         run_over.set()
         t.join(timeout=60)
@@ -277,12 +306,13 @@ def test_killed_ray_workers_lose_and_duplicate_nothing(tmp_path, own_ray):
     # every lost attempt is one this test killed, and at least one kill hit a running block
     assert failed, f"killed {sorted(killed)} but Ray records no lost attempt: nothing was retried"
     assert {r.worker_pid for r in failed} <= set(killed), "an attempt failed that this test did not kill"
-    assert_retried(rows, [(r.task_id, r.attempt_number) for r in failed], {"WORKER_DIED"})
+    assert_retried(rows, [(r.task_id, r.attempt_number) for r in failed], LOST, mode)
     assert_identical(path, tmp_path, "blobs/tiny", overrides, 40)
 
 
 @pytest.mark.cluster
-def test_multinode_cluster_survives_losing_a_worker_node(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_multinode_cluster_survives_losing_a_worker_node(tmp_path, mode):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -304,7 +334,7 @@ def test_multinode_cluster_survives_losing_a_worker_node(tmp_path):
 
         def run():
             try:
-                result["report"] = generate(cfg, path, address=cluster.address, progress=False)
+                result["report"] = generate(cfg, path, address=cluster.address, mode=mode, progress=False)
             except Exception as exc:  # surfaced by the assertion below
                 result["error"] = exc
 
@@ -327,7 +357,7 @@ def test_multinode_cluster_survives_losing_a_worker_node(tmp_path):
         rows = own.attempts_when_settled(n_blocks=20)
         assert_each_block_finished_once(rows, 20)
         # the block the removed node was running was lost with it and finished elsewhere
-        assert_retried(rows, [victim[:2]], {"NODE_DIED", "WORKER_DIED"})
+        assert_retried(rows, [victim[:2]], LOST, mode)
         lost = {(r.task_id, r.attempt_number): r for r in rows}[victim[:2]]
         assert lost.node_id == victim_node
         assert all(r.node_id != victim_node for r in rows

@@ -85,25 +85,38 @@ def load_chain(path: str | Path) -> list[tuple[str, BaseModel]]:
     return out
 
 
-def run_chain(path: str | Path, *, overwrite: bool = False, **run) -> list[steps.StepReport]:
+def run_chain(path: str | Path, *, overwrite: bool = False, executor=None, address: str | None = None,
+              workers: int | None = None, **run) -> list[steps.StepReport]:
+    """Run every step in order on one executor (given, else Dask: local threads or ``address``)."""
     root = Path(path).resolve().parent
     rel = lambda p: str(root / p)  # noqa: E731 - absolute paths stay absolute under '/'
+    chain = load_chain(path)
+    own = executor is None
+    if own:
+        from ..compute.dask_executor import DaskExecutor
+
+        executor = DaskExecutor(address, workers=workers)
     reports = []
-    for name, s in load_chain(path):
-        common = {"overwrite": overwrite, **run}
-        if s.chunk:
-            common["chunk"] = s.chunk
-        if name == "focal-average":
-            reports.append(steps.focal_average_store(rel(s.source), rel(s.out), method=s.method, **common))
-        elif name == "interpolate":
-            reports.append(steps.interpolate_store([rel(p) for p in s.sources], rel(s.out), axes=s.axes,
-                                                   samples=s.samples, method=s.method, outside=s.outside,
-                                                   seed=s.seed, **common))
-        elif name == "preprocess":
-            reports.append(steps.preprocess_store([rel(p) for p in s.sources], rel(s.out), mode=s.mode,
-                                                  window=s.window, log_floor=s.log_floor, split=s.split,
-                                                  seed=s.seed, **common))
-        else:
-            reports.append(steps.augment_store(rel(s.source), rel(s.out), factor=s.factor, seed=s.seed,
-                                               only_split=s.only_split, **common))
+    try:
+        for name, s in chain:
+            common = {"overwrite": overwrite, "executor": executor, **run}
+            if s.chunk:
+                common["chunk"] = s.chunk
+            reports.append(_run_step(name, s, rel, common))
+    finally:
+        if own:
+            executor.close()
     return reports
+
+
+def _run_step(name: str, s: BaseModel, rel, common: dict) -> steps.StepReport:
+    if name == "focal-average":
+        return steps.focal_average_store(rel(s.source), rel(s.out), method=s.method, **common)
+    if name == "interpolate":
+        return steps.interpolate_store([rel(p) for p in s.sources], rel(s.out), axes=s.axes, samples=s.samples,
+                                       method=s.method, outside=s.outside, seed=s.seed, **common)
+    if name == "preprocess":
+        return steps.preprocess_store([rel(p) for p in s.sources], rel(s.out), mode=s.mode, window=s.window,
+                                      log_floor=s.log_floor, split=s.split, seed=s.seed, **common)
+    return steps.augment_store(rel(s.source), rel(s.out), factor=s.factor, seed=s.seed, only_split=s.only_split,
+                               **common)

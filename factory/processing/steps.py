@@ -1,9 +1,12 @@
 """The processing steps: each reads one or more stores and writes a new store with lineage.
 
 Every step is a library function (a notebook can call it) that builds its output store and a
-block function, then hands them to :func:`runner.run_blocks`.  Block functions are
-module-level callables (picklable, for dask.distributed) that read only what their chunk
-needs.
+block function, then hands them to :func:`runner.run_blocks`, that is to the block runner
+generation uses too (:func:`factory.compute.fill_missing_blocks`).  ``**run`` chooses where:
+``executor=`` any executor (local, Ray, Dask; the output bytes are the same), else Dask's
+local threads (``workers``) or a dask.distributed ``address``; ``progress`` shows a bar.
+Block functions are module-level callables (picklable, for Ray and Dask workers) that read
+only what their chunk needs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,167 @@
+"""The executor seam: where independent pieces of work run.
+
+An :class:`Executor` runs ``fn(*shared, *item)`` for every ``item`` of a list and hands back
+each result (or the exception it raised) as an :class:`Outcome`, in the order the pieces
+finish.  ``shared`` holds large read-only arguments common to every piece; an executor sends
+them to its workers once (a Ray object, a scattered Dask future) instead of once per piece.
+
+Implementations (every algorithm receives one; none imports Ray or Dask itself):
+
+- :class:`LocalExecutor`: in this process, serially or on a thread pool.
+- :class:`~factory.compute.ray_executor.RayExecutor`: Ray tasks, or long-lived Ray actors that
+  keep a simulator's plans and device state warm between pieces (one per CPU slot, GPU or node).
+- :class:`~factory.compute.dask_executor.DaskExecutor`: Dask's local threads, or a
+  dask.distributed scheduler at an address.
+
+:func:`resolve_executor` turns the one user-facing option (``parallel``: ``auto``, ``local``,
+``ray`` or ``dask``, plus an address) into an executor.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import ConfigError, FactoryError
+
+PARALLEL = ("auto", "local", "ray", "dask")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One finished piece: ``items[index]`` gave ``value``, or raised ``error``."""
+
+    index: int
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs independent pieces of work somewhere; see the module docstring."""
+
+    kind: str   # "local", "ray" or "dask"
+    slots: int  # pieces that run at once
+
+    def describe(self) -> str:
+        """Where the pieces run, in words (for reports)."""
+
+    def imap_unordered(self, fn: Callable[..., Any], items: Sequence[tuple], *, shared: tuple = (),
+                       name: str = "factory.task", warm: Callable[[], Any] | None = None) -> Iterator[Outcome]:
+        """``fn(*shared, *item)`` for every item, each :class:`Outcome` as soon as it finishes.
+
+        ``name`` names the pieces where the executor can (Ray task names); ``warm`` is called
+        once in every worker before its first piece (an actor builds its simulator up front)."""
+
+    def map(self, fn: Callable[..., Any], items: Sequence[tuple], *, shared: tuple = (),
+            name: str = "factory.task") -> list[Any]:
+        """The results in the order of ``items``; the first failure is raised."""
+
+    def close(self) -> None:
+        """Release what the executor started (threads, actors, a client); never a cluster it joined."""
+
+
+class ExecutorBase:
+    """``map`` and context-manager support on top of ``imap_unordered``."""
+
+    kind = "base"
+    slots = 1
+
+    def map(self, fn, items, *, shared=(), name="factory.task"):
+        items = list(items)
+        out: list[Any] = [None] * len(items)
+        for o in self.imap_unordered(fn, items, shared=shared, name=name):
+            if o.error is not None:
+                raise o.error
+            out[o.index] = o.value
+        return out
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _run(fn, shared, item, index) -> Outcome:
+    try:
+        return Outcome(index, fn(*shared, *item))
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller as the piece's outcome
+        return Outcome(index, error=exc)
+
+
+class LocalExecutor(ExecutorBase):
+    """In this process: serially (``workers=1``, the default) or on a pool of ``workers`` threads."""
+
+    kind = "local"
+
+    def __init__(self, workers: int | None = 1):
+        self.slots = max(1, int(workers or 1))
+
+    def describe(self) -> str:
+        return "in-process" if self.slots == 1 else f"in-process, {self.slots} threads"
+
+    def imap_unordered(self, fn, items, *, shared=(), name="factory.task", warm=None) -> Iterator[Outcome]:
+        items = list(items)
+        if warm is not None and items:
+            warm()
+        if self.slots == 1:
+            for i, item in enumerate(items):
+                yield _run(fn, shared, item, i)
+            return
+        with cf.ThreadPoolExecutor(self.slots, thread_name_prefix=name) as pool:
+            futures = [pool.submit(_run, fn, shared, item, i) for i, item in enumerate(items)]
+            for fut in cf.as_completed(futures):
+                yield fut.result()
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed piece: the project's own errors by their message, others with their type."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, FactoryError):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def resolve_executor(parallel: str = "auto", address: str | None = None, *, work_s: float | None = None,
+                     workers: int | None = None) -> Executor:
+    """The executor for the one ``parallel`` option every algorithm takes.
+
+    ``local``: in this process; ``ray``: Ray tasks (``address``, else RAY_ADDRESS, else an
+    embedded Ray); ``dask``: dask.distributed at ``address``, else Dask's local threads;
+    ``auto``: Ray when it pays, that is when an address is given, or when Ray is already
+    running with more than one CPU and the estimated work ``work_s`` (CPU seconds; None:
+    unknown, assumed large) exceeds 2 s, or when it is not running and the work exceeds 30 s
+    (worth starting an embedded Ray for); else in this process.
+    """
+    if isinstance(parallel, Executor):
+        return parallel
+    if parallel not in PARALLEL:
+        raise ConfigError(f"parallel {parallel!r}: choose {', '.join(PARALLEL)}")
+    if parallel == "local":
+        return LocalExecutor(workers or 1)
+    if parallel == "dask":
+        from .dask_executor import DaskExecutor
+
+        return DaskExecutor(address, workers=workers)
+    from .ray_executor import RayExecutor, ray_running
+
+    if parallel == "auto" and not address:
+        running, cpus = ray_running()
+        threshold = 2.0 if running else 30.0
+        if (work_s is not None and work_s < threshold) or (running and cpus <= 1):
+            return LocalExecutor(1)
+    return RayExecutor(address, workers=workers)
+
+
+__all__ = ["PARALLEL", "Executor", "ExecutorBase", "LocalExecutor", "Outcome", "describe_error", "resolve_executor"]

@@ -1,0 +1,137 @@
+"""The executor seam and the one block runner: the same bytes on every executor, failures per block."""
+
+import socket
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from factory.compute import (BlockReport, DaskExecutor, Executor, LocalExecutor, RayExecutor, fill_missing_blocks,
+                             resolve_executor)
+from factory.errors import ClusterError, ConfigError, GenerationError
+from factory.processing.steps import focal_average_store, preprocess_store
+from factory.simulators import Coord
+from factory.store import DatasetStore
+from tests.test_processing import make_ladder_store
+
+
+def square(offset, x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return offset + x * x
+
+
+def every_array(path) -> dict[str, bytes]:
+    st = DatasetStore.open(path)
+    return {name: np.asarray(obj[...]).tobytes() for name, obj in st.group.members(max_depth=None)
+            if not hasattr(obj, "members")}
+
+
+# -- executors ---------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda: LocalExecutor(), lambda: LocalExecutor(3), lambda: DaskExecutor(workers=2)],
+                         ids=["serial", "threads", "dask-threads"])
+def test_local_executors_hand_back_every_outcome_and_map_keeps_order(make):
+    with make() as ex:
+        assert isinstance(ex, Executor)
+        outs = list(ex.imap_unordered(square, [(x,) for x in range(6)], shared=(100,)))
+        assert sorted(o.index for o in outs) == list(range(6))
+        bad = [o for o in outs if not o.ok]
+        assert [o.index for o in bad] == [3] and "three" in str(bad[0].error)
+        assert {o.index: o.value for o in outs if o.ok} == {x: 100 + x * x for x in (0, 1, 2, 4, 5)}
+        assert ex.map(square, [(x,) for x in (5, 1, 2)], shared=(0,)) == [25, 1, 4]
+        with pytest.raises(ValueError, match="three"):
+            ex.map(square, [(1,), (3,)], shared=(0,))
+
+
+def test_resolve_executor_is_the_one_parallel_option():
+    assert resolve_executor("local").kind == "local"
+    assert isinstance(resolve_executor("dask"), DaskExecutor)
+    ex = LocalExecutor(2)
+    assert resolve_executor(ex) is ex  # an executor passes through
+    import ray
+
+    if not ray.is_initialized():  # small work is not worth starting Ray for
+        assert resolve_executor("auto", work_s=0.5).kind == "local"
+    with pytest.raises(ConfigError, match="choose auto, local, ray, dask"):
+        resolve_executor("threads")
+
+
+def test_unreachable_dask_scheduler_fails_fast_in_one_line():
+    with socket.socket() as s:  # a port nobody listens on: bind, never listen
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t0 = time.perf_counter()
+        with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
+            DaskExecutor(f"tcp://127.0.0.1:{port}")
+        assert time.perf_counter() - t0 < 5
+
+
+# -- the block runner ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ramp:
+    """A block function: sample i is an image full of i; block [8, 12) fails."""
+
+    fail_at: int = 8
+
+    def __call__(self, start, stop):
+        if start == self.fail_at:
+            raise GenerationError(f"block at {start} refused (injected)")
+        imgs = np.repeat(np.arange(start, stop, dtype=np.float32)[:, None, None], 3, axis=1).repeat(2, axis=2)
+        return imgs, {"i": np.arange(start, stop, dtype=np.float64)}, {}
+
+
+def ramp_store(path):
+    return DatasetStore.create(path, kind="ramp", n_samples=16, chunk=4,
+                               coords=(Coord("y", np.arange(3.0)), Coord("x", np.arange(2.0))),
+                               param_names=["i"], config={"ramp": True}, config_hash="ramp")
+
+
+@pytest.mark.parametrize("make", [lambda: LocalExecutor(), lambda: LocalExecutor(2), lambda: DaskExecutor(workers=2)],
+                         ids=["serial", "threads", "dask-threads"])
+def test_a_failed_block_is_reported_not_stored_and_the_rest_is_written(tmp_path, make):
+    st = ramp_store(tmp_path / "r.zarr")
+    with make() as ex:
+        rep = fill_missing_blocks(st, Ramp(), ex, progress=False, step="ramp")
+    assert isinstance(rep, BlockReport)
+    assert rep.blocks_computed == 3 and rep.samples_computed == 12 and rep.done == 12 and rep.blocks_skipped == 0
+    assert rep.failures == ["block [8, 12): block at 8 refused (injected)"]
+    assert rep.as_dict()["samples_per_s"] > 0 and "errors" not in rep.as_dict()
+    with pytest.raises(GenerationError, match=r"1 of 4 blocks failed, 12/16 samples done; first: block \[8, 12\)"):
+        rep.raise_failures(GenerationError)
+    done = DatasetStore.open(st.path, partial=True).done_mask()
+    assert done.tolist() == [True] * 8 + [False] * 4 + [True] * 4
+    rep2 = fill_missing_blocks(DatasetStore.open(st.path, mode="r+"), Ramp(fail_at=-1), LocalExecutor(), progress=False)
+    assert rep2.blocks_computed == 1 and rep2.blocks_skipped == 3 and rep2.done == 16 and not rep2.failures
+    assert DatasetStore.open(st.path).images[:][:, 0, 0].tolist() == list(range(16))
+
+
+# -- one processing step on every executor ---------------------------------------------------
+def test_a_processing_step_gives_the_same_bytes_on_local_ray_and_dask(tmp_path, ray_local):
+    from distributed import LocalCluster
+
+    src = make_ladder_store(tmp_path / "raw.zarr", groups=6, ladder=5, chunk=5)
+
+    def run(name, executor):
+        focal_average_store(src.path, tmp_path / f"focal-{name}.zarr", chunk=2, executor=executor, progress=False)
+        return preprocess_store([tmp_path / f"focal-{name}.zarr"], tmp_path / f"net-{name}.zarr", mode="pmd2d",
+                                chunk=2, executor=executor, progress=False)
+
+    reports = {"default": run("default", None)}  # Dask's local threads
+    assert reports["default"].where.startswith("dask threads")
+    reports["local"] = run("local", LocalExecutor())
+    with RayExecutor(workers=2) as ex:
+        reports["ray-tasks"] = run("ray-tasks", ex)
+    with RayExecutor(workers=2, mode="actors") as ex:
+        reports["ray-actors"] = run("ray-actors", ex)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with DaskExecutor(cluster.scheduler_address) as ex:
+            reports["dask-distributed"] = run("dask-distributed", ex)
+    assert "Ray" in reports["ray-tasks"].where and "actor" in reports["ray-actors"].where
+    assert "dask.distributed" in reports["dask-distributed"].where
+    for step in ("focal", "net"):
+        ref = every_array(tmp_path / f"{step}-default.zarr")
+        assert "images" in ref and len(ref) > 4
+        for name in reports:
+            assert every_array(tmp_path / f"{step}-{name}.zarr") == ref, (step, name)
+    assert all(r.blocks_computed == 3 and r.samples == 6 for r in reports.values())
