@@ -2,7 +2,7 @@
 
 - :func:`make_split`: train / validation / test sample indices, only samples marked done.
   The store's ``split`` array (0 train, 1 validation, 2 test) is used when present; otherwise a
-  seeded permutation (default 80/20) that is recorded in the model description.
+  seeded permutation (default 80/20) that is recorded in the model card.
 - :class:`LabelScaling`: per-label affine scaling (``minmax`` to [0, 1] as in Stielow et al., MLST 2020, for R
   and q0, ``standard``, or ``none``) kept as plain numbers.
 - :class:`ChunkStream`: a torch ``IterableDataset`` that reads whole store chunks (a window of

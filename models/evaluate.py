@@ -4,11 +4,11 @@
 :class:`~models.artifact.Predictor` and reports per output the MAE (next to the MAE of the
 mean predictor, the training mean), RMSE and median absolute error, with a predicted-vs-true
 plot and error histograms.  Classifiers report accuracy and a confusion matrix.  Scattering
-models (radius + quaternion) are also scored with the App. C relative errors of Stielow et al., MLST 2020 (each of
-the five absolute errors over its allowed range: the radius range, and the span of the
-fundamental domain per quaternion component; mean and max of the five per image) after the
-predicted quaternion is normalised and projected into the fundamental domain, with the
-histogram of Stielow et al., MLST 2020, Fig. 4a.
+models (radius + quaternion) are also scored with the relative errors of Stielow, Schmidt,
+Peltz, Fennel & Scheel, Mach. Learn.: Sci. Technol. (2020), App. C (each of the five absolute
+errors over its allowed range: the radius range, and the span of the fundamental domain per
+quaternion component; mean and max of the five per image) after the predicted quaternion is
+normalised and projected into the fundamental domain, with the histogram of their Fig. 4a.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import numpy as np
 from factory.errors import StoreError
 from factory.store import DatasetStore
 
-from .artifact import QUAT, Predictor, check_compatible, read_description
+from .artifact import QUAT, Predictor, check_compatible, project_quaternions, read_card
+from .card import ModelCard, as_card
 from .data import ChunkStream, class_index, make_split, read_labels
 
 
@@ -104,7 +105,7 @@ def plot_error_hist(true: dict[str, np.ndarray], pred: dict[str, np.ndarray], ou
 
 
 def plot_relative_errors(mean: np.ndarray, mx: np.ndarray, out: str | Path) -> Path:
-    """Fig. 4a of Stielow et al., MLST 2020: histograms of the per-image mean and max relative error (%)."""
+    """Fig. 4a of Stielow et al. (2020): histograms of the per-image mean and max relative error (%)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     allv = np.concatenate([mean, mx]) * 100
@@ -133,16 +134,16 @@ def _model_name(model) -> str:
     return p.parent.name if p.name == "model" else p.name
 
 
-def select_samples(store: DatasetStore, desc: dict[str, Any], subset: str = "auto") -> tuple[np.ndarray, str]:
+def select_samples(store: DatasetStore, card: ModelCard | dict[str, Any], subset: str = "auto") -> tuple[np.ndarray, str]:
     """Indices to evaluate: ``auto`` = the held-out split of the model's own training store,
     the store's test split (else all done samples) for any other store."""
-    ts = desc.get("training_set", {})
-    sp = ts.get("split", {})
-    same = ts.get("config_hash") == store.config_hash and store.config_hash
+    ts = as_card(card).training_set
+    sp = ts.split if ts is not None else None
+    same = ts is not None and ts.config_hash == store.config_hash and store.config_hash
     if subset == "all":
         return np.flatnonzero(store.done_mask()), "all done samples"
     if same or subset in ("train", "val", "test"):
-        split = make_split(store, sp.get("val_fraction") or 0.2, sp.get("seed") or 0)
+        split = make_split(store, (sp.val_fraction if sp else None) or 0.2, (sp.seed if sp else None) or 0)
         if subset in ("train", "val", "test"):
             return getattr(split, subset), f"the {subset} split"
         return split.held_out(), ("the test split" if len(split.test) else "the validation split") + " of the training store"
@@ -154,9 +155,10 @@ def select_samples(store: DatasetStore, desc: dict[str, Any], subset: str = "aut
     return np.flatnonzero(store.done_mask()), "all done samples"
 
 
-def radius_range(store: DatasetStore, desc: dict[str, Any]) -> tuple[float, float]:
+def radius_range(store: DatasetStore, card: ModelCard | dict[str, Any]) -> tuple[float, float]:
     """The allowed radius range (nm) for App. C: from the store's or the training set's config."""
-    for cfg in (store.meta.get("config", {}), desc.get("training_set", {}).get("config", {})):
+    ts = as_card(card).training_set
+    for cfg in (store.meta.get("config", {}), ts.config if ts is not None else {}):
         rng = (cfg.get("simulator") or {}).get("radius_nm") if isinstance(cfg, dict) else None
         if rng:
             return float(rng[0]), float(rng[1])
@@ -199,20 +201,20 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
     """Score ``model`` on ``store`` (``subset``: auto, all, train, val, test; or explicit
     ``indices``); writes metrics.json and figures into ``out`` when given."""
     ds = DatasetStore.open(store)
-    desc = read_description(model)
+    card = read_card(model)
     if check_preprocessing:
-        check_compatible(desc, preprocessing=ds.meta.get("preprocessing"), what="model", where=model)
-    if list(ds.images.shape[1:]) != list(desc["input"]["shape"]):
-        raise StoreError(f"{ds.path}: images are {list(ds.images.shape[1:])} but the model takes {desc['input']['shape']}")
+        check_compatible(card, preprocessing=ds.meta.get("preprocessing"), what="model", where=model)
+    if list(ds.images.shape[1:]) != list(card.input.shape):
+        raise StoreError(f"{ds.path}: images are {list(ds.images.shape[1:])} but the model takes {list(card.input.shape)}")
     if indices is not None:
         idx, which = np.asarray(indices, dtype=np.int64), f"{len(indices)} given samples"
     else:
-        idx, which = select_samples(ds, desc, subset)
+        idx, which = select_samples(ds, card, subset)
     if len(idx) == 0:
         raise StoreError(f"{ds.path}: no samples to evaluate ({which})")
     pred_obj = Predictor(model, device=device, batch_size=batch_size)
     order, raw, t_net = predict_store(pred_obj, ds, idx, batch_size)
-    names = desc["labels"]
+    names = list(card.labels)
     y = read_labels(ds, names)[order]
     res: dict[str, Any] = {"model": str(model), "store": str(ds.path), "samples": int(len(order)), "subset": which,
                            "inference_images_per_s": len(order) / t_net if t_net > 0 else None,
@@ -220,15 +222,8 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
     out = Path(out) if out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    if desc.get("task") == "classify":
-        cl = desc["classes"]
-        true_c = class_index(y[:, names.index(cl["label"])], cl["edges"])
-        pred_c = raw.argmax(1)
-        k = len(cl["edges"]) - 1
-        conf = np.zeros((k, k), dtype=int)
-        np.add.at(conf, (true_c, pred_c), 1)
-        res.update({"accuracy": float((pred_c == true_c).mean()), "confusion": conf.tolist(),
-                    "chance": float(np.bincount(true_c, minlength=k).max() / len(true_c))})
+    if card.task == "classify":
+        true_c, pred_c = _classifier_scores(card, y, raw, res)
         if out:
             np.savez(out / f"predictions{tag}.npz", index=order, true_class=true_c, pred_class=pred_c)
             (out / f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
@@ -237,43 +232,12 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
     pred = {n: scaled[:, j] for j, n in enumerate(names)}
     true = {n: y[:, j] for j, n in enumerate(names)}
     scatter = bool(pred_obj.group and set(QUAT) <= set(names) and "radius" in names)
-    if scatter:  # as Stielow et al., MLST 2020: normalise and project into the fundamental domain before scoring
-        from .artifact import project_quaternions
-
+    if scatter:  # as Stielow et al. (2020): normalise and project into the fundamental domain before scoring
         qp = project_quaternions(np.column_stack([pred[q] for q in QUAT]), pred_obj.group)
         pred.update({q: qp[:, j] for j, q in enumerate(QUAT)})
-    stats = desc.get("label_stats", {})
-    res["per_label"] = {}
-    for n in names:
-        err = pred[n] - true[n]
-        mean_pred = stats.get(n, {}).get("mean")
-        res["per_label"][n] = {
-            "mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2))),
-            "median_ae": float(np.median(np.abs(err))),
-            "mae_mean_predictor": float(np.mean(np.abs(true[n] - mean_pred))) if mean_pred is not None else None,
-        }
+    res["per_label"] = _per_label(card, pred, true)
     if scatter:
-        from factory.geometry import relative_errors
-
-        qp = np.column_stack([pred[q] for q in QUAT])
-        qt = np.column_stack([true[q] for q in QUAT])
-        rr = radius_range(ds, desc)
-        rel = relative_errors(pred["radius"], qp, true["radius"], qt, radius_range=rr, group=pred_obj.group)
-        mean_q = np.array([stats[q]["mean"] for q in QUAT]) if all(q in stats for q in QUAT) else None
-        base = None
-        if mean_q is not None and "radius" in stats:  # the mean predictor, scored the same way
-            mq = project_quaternions(np.repeat(mean_q[None], len(qt), 0), pred_obj.group)
-            base = relative_errors(np.full(len(qt), stats["radius"]["mean"]), mq, true["radius"], qt,
-                                   radius_range=rr, group=pred_obj.group)
-        res["relative_error"] = {
-            "radius_range": list(rr), "median_mean": float(np.median(rel["mean"])),
-            "mean_mean": float(np.mean(rel["mean"])), "median_max": float(np.median(rel["max"])),
-            "fraction_mean_below_1pct": float(np.mean(rel["mean"] < 0.01)),
-            "fraction_mean_below_5pct": float(np.mean(rel["mean"] < 0.05)),
-            "per_param_median": dict(zip(["radius", *QUAT], np.median(rel["per_param"], 0).tolist())),
-            "mean_predictor_median_mean": float(np.median(base["mean"])) if base else None,
-            "misorientation_deg_median": float(np.median(misorientation_deg(qp, qt, pred_obj.group))),
-        }
+        res["relative_error"], rel = _relative_error(ds, card, pred, true, pred_obj.group)
         if out:
             res["figures"] = {"fig4a": str(plot_relative_errors(rel["mean"], rel["max"], out / f"relative-errors{tag}.png"))}
     if out:
@@ -284,3 +248,58 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
                  **{f"pred_{n}": pred[n] for n in names})
         (out / f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
     return res
+
+
+def _classifier_scores(card: ModelCard, y: np.ndarray, raw: np.ndarray, res: dict[str, Any]):
+    """Accuracy, confusion matrix and chance level into ``res``; (true, predicted) classes."""
+    cl = card.classes
+    true_c = class_index(y[:, list(card.labels).index(cl.label)], list(cl.edges))
+    pred_c = raw.argmax(1)
+    k = len(cl.edges) - 1
+    conf = np.zeros((k, k), dtype=int)
+    np.add.at(conf, (true_c, pred_c), 1)
+    res.update({"accuracy": float((pred_c == true_c).mean()), "confusion": conf.tolist(),
+                "chance": float(np.bincount(true_c, minlength=k).max() / len(true_c))})
+    return true_c, pred_c
+
+
+def _per_label(card: ModelCard, pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> dict[str, Any]:
+    """MAE, RMSE, median absolute error and the MAE of the mean predictor (the training mean)."""
+    out = {}
+    for n in card.labels:
+        err = pred[n] - true[n]
+        stats = card.label_stats.get(n)
+        out[n] = {
+            "mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2))),
+            "median_ae": float(np.median(np.abs(err))),
+            "mae_mean_predictor": float(np.mean(np.abs(true[n] - stats.mean))) if stats is not None else None,
+        }
+    return out
+
+
+def _relative_error(ds: DatasetStore, card: ModelCard, pred: dict[str, np.ndarray], true: dict[str, np.ndarray],
+                    group: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The App. C relative errors of Stielow et al. (2020), next to the mean predictor's."""
+    from factory.geometry import relative_errors
+
+    qp = np.column_stack([pred[q] for q in QUAT])
+    qt = np.column_stack([true[q] for q in QUAT])
+    rr = radius_range(ds, card)
+    rel = relative_errors(pred["radius"], qp, true["radius"], qt, radius_range=rr, group=group)
+    stats = card.label_stats
+    base = None
+    if all(q in stats for q in QUAT) and "radius" in stats:  # the mean predictor, scored the same way
+        mean_q = np.array([stats[q].mean for q in QUAT])
+        mq = project_quaternions(np.repeat(mean_q[None], len(qt), 0), group)
+        base = relative_errors(np.full(len(qt), stats["radius"].mean), mq, true["radius"], qt, radius_range=rr,
+                               group=group)
+    summary = {
+        "radius_range": list(rr), "median_mean": float(np.median(rel["mean"])),
+        "mean_mean": float(np.mean(rel["mean"])), "median_max": float(np.median(rel["max"])),
+        "fraction_mean_below_1pct": float(np.mean(rel["mean"] < 0.01)),
+        "fraction_mean_below_5pct": float(np.mean(rel["mean"] < 0.05)),
+        "per_param_median": dict(zip(["radius", *QUAT], np.median(rel["per_param"], 0).tolist())),
+        "mean_predictor_median_mean": float(np.median(base["mean"])) if base else None,
+        "misorientation_deg_median": float(np.median(misorientation_deg(qp, qt, group))),
+    }
+    return summary, rel

@@ -48,20 +48,19 @@ class Explained:
     def __init__(self, model: str | Path | Any, label: str | None = None):
         import torch
 
-        from .artifact import ModelError, load_model
+        from .artifact import ModelError, load_network
 
         if isinstance(model, (str, Path)):
             self.folder = str(model)
-            self.net, self.desc = load_model(model, "cpu")
-        else:  # a torch module (and its description, optional)
-            self.folder = None
-            self.net, self.desc = model, {"task": "classify", "labels": [], "input": {}}
+            self.net, self.card = load_network(model, "cpu")
+            self.task, labels, shape = self.card.task, list(self.card.labels), list(self.card.input.shape)
+        else:  # a bare torch module: a classifier of any input
+            self.folder, self.card = None, None
+            self.net, self.task, labels, shape = model, "classify", [], None
         self.net.eval()
-        self.task = self.desc.get("task", "regress")
-        shape = self.desc.get("input", {}).get("shape")
+        self.shape = shape
         if shape is not None and len(shape) != 2:
             raise ModelError(f"{model}: takes {len(shape)}D inputs; explanations are for 2D image networks")
-        labels = list(self.desc.get("labels", []))
         if self.task == "regress":
             label = label or (labels[0] if labels else None)
             if label not in labels:
@@ -73,6 +72,14 @@ class Explained:
         norm = getattr(self.net, "norm", None)
         self.fill = float(norm.mean) if norm is not None else 0.0  # the "gray square": the training mean
         self.torch = torch
+
+    def model_card(self):
+        """The model card (a model folder's); ModelError for a bare module."""
+        if self.card is None:
+            from .artifact import ModelError
+
+            raise ModelError("a bare torch module has no model card; pass a model folder")
+        return self.card
 
     def forward(self, x):
         out = self.net(x)
@@ -125,7 +132,7 @@ def attribute(model: str | Path | Explained, images: np.ndarray, method: str = "
     x = np.asarray(images, dtype=np.float32)
     if x.ndim == 2:
         x = x[None]
-    shape = ex.desc.get("input", {}).get("shape")
+    shape = ex.shape
     if shape is not None and list(x.shape[1:]) != list(shape):
         raise StoreError(f"the images are {x.shape[1]} x {x.shape[2]} but the network takes {shape[0]} x {shape[1]}")
     h, w = x.shape[1:]
@@ -217,13 +224,14 @@ def explain_store(model: str | Path, store: str | Path, out: str | Path, *, meth
     from .evaluate import select_samples
 
     ex = Explained(model, label)
+    card = ex.model_card()
     ds = DatasetStore.open(store)
-    shape = ex.desc["input"]["shape"]
+    shape = list(card.input.shape)
     if list(ds.images.shape[1:]) != list(shape):
         raise StoreError(f"{ds.path}: images are {list(ds.images.shape[1:])} but the model takes {shape}; "
                          "explain it on a store preprocessed like its training store")
     if indices is None:
-        pool, which = select_samples(ds, ex.desc, "auto")
+        pool, which = select_samples(ds, card, "auto")
         if len(pool) == 0:
             raise StoreError(f"{ds.path}: no images to explain ({which} is empty); use a store with done samples")
         idx = np.asarray(pool[:n], dtype=np.int64)
@@ -236,7 +244,7 @@ def explain_store(model: str | Path, store: str | Path, out: str | Path, *, meth
     maps = attribute(ex, images, method, **kw)
     dt = time.perf_counter() - t0
     pred = ex.predict(images)
-    names = [n for n in (ex.desc.get("labels") or []) if n in ds.param_names]
+    names = [n for n in card.labels if n in ds.param_names]
     truth = ds.params(names) if names else {}
     titles = []
     for j, i in enumerate(idx):
@@ -288,50 +296,16 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
                          progress: bool = False) -> dict[str, Any]:
     """The dictionary classifier of Shvetsov-Shilovski & Lein, PRA 2023, from ``method`` maps, against
     random areas (see the module docstring)."""
-    from factory.store import DatasetStore
-
     from .artifact import ModelError
-    from .data import class_index
-    from .evaluate import select_samples
 
     ex = Explained(model)
     if ex.task != "classify":
         raise ModelError(f"{model}: a {ex.task} model; the dictionary needs the R classifier "
                          "(factory train pmd-classifier/small ...)")
-    cl = ex.desc["classes"]
-    ds = DatasetStore.open(store)
-    shape = ex.desc["input"]["shape"]
-    if list(ds.images.shape[1:]) != list(shape):
-        raise StoreError(f"{ds.path}: images are {list(ds.images.shape[1:])} but the classifier takes {shape}")
-    if cl["label"] not in ds.param_names:
-        raise StoreError(f"{ds.path}: no label {cl['label']!r} to score the classes on (it has {ds.param_names})")
-    pool, which = select_samples(ds, ex.desc, "auto")
-    if "interpolated" in ds.param_names:
-        pool = pool[ds.params(["interpolated"])["interpolated"][pool] < 0.5]
-    if len(pool) < 2:  # one image for the dictionary and one to classify, at the very least
-        raise StoreError(f"{ds.path}: {len(pool)} held-out computed images ({which}) are too few for a dictionary "
-                         "and a test; use a larger store")
-    p = ds.params([cl["label"]] + ([intensity_label] if intensity_label in ds.param_names else []))
-    k = len(cl["edges"]) - 1
-    cls = class_index(p[cl["label"]][pool], cl["edges"])
-    if intensity_label in p:
-        iv = p[intensity_label][pool]
-        edges = np.linspace(iv.min(), iv.max(), intensity_bins + 1)
-        ibin = np.clip(np.searchsorted(edges, iv, side="right") - 1, 0, intensity_bins - 1)
-    else:
-        ibin = np.zeros(len(pool), dtype=np.int64)
-    rng = np.random.default_rng([seed, 3])
-    chosen = []
-    for c in range(k):
-        for b in range(int(ibin.max()) + 1):
-            cand = np.flatnonzero((cls == c) & (ibin == b))
-            chosen += rng.choice(cand, min(per_cell, len(cand)), replace=False).tolist()
-    chosen = np.array(sorted(chosen), dtype=np.int64)
-    rest = np.setdiff1d(np.arange(len(pool)), chosen)
-    if len(chosen) == 0 or len(rest) == 0:
-        raise StoreError(f"{ds.path}: {len(pool)} held-out images ({which}) are too few for a dictionary and a test")
-    if max_test is not None and len(rest) > max_test:
-        rest = np.sort(rng.choice(rest, max_test, replace=False))
+    ds, pool, which = _held_out_pool(ex, store)
+    cl = ex.model_card().classes
+    cls, chosen, rest = _choose_entries(ds, cl, pool, which, intensity_label, intensity_bins, per_cell, max_test, seed)
+    shape = list(ex.shape)
     dict_idx, test_idx = pool[chosen], pool[rest]
     read = lambda idx: np.asarray(ds.images.get_orthogonal_selection((np.asarray(idx),)), dtype=np.float32)
     dict_imgs, test_imgs = read(dict_idx), read(test_idx)
@@ -347,14 +321,11 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
                          "lower --threshold")
     masks, parts, classes = masks[keep], dict_imgs[keep], cls[chosen][keep]
     true = cls[rest]
-    pred = dictionary_classify(test_imgs, masks, parts, classes)
-    acc = float(np.mean(pred == true))
+    acc = float(np.mean(dictionary_classify(test_imgs, masks, parts, classes) == true))
     areas = masks.reshape(len(masks), -1).sum(1)
     smooth = max(1.0, min(shape) / 16)
-    rand_acc = []
-    for r in range(n_random):
-        rm = random_masks(areas, tuple(shape), np.random.default_rng([seed, 11, r]), smooth)
-        rand_acc.append(float(np.mean(dictionary_classify(test_imgs, rm, parts, classes) == true)))
+    rand_acc = [float(np.mean(dictionary_classify(test_imgs, random_masks(areas, tuple(shape), np.random.default_rng(
+        [seed, 11, r]), smooth), parts, classes) == true)) for r in range(n_random)]
     net_acc = float(np.mean(ex.predict(test_imgs) == true))
     res = {
         "model": str(model), "store": str(ds.path), "method": method, "held_out": which,
@@ -362,7 +333,7 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
         "threshold": threshold, "relative_threshold": relative, "mean_area_fraction": float(areas.mean() / np.prod(shape)),
         "accuracy": acc, "random_area": {"mean": float(np.mean(rand_acc)), "min": float(np.min(rand_acc)),
                                          "max": float(np.max(rand_acc)), "draws": rand_acc},
-        "network_accuracy": net_acc, "chance": float(np.bincount(true, minlength=k).max() / len(true)),
+        "network_accuracy": net_acc, "chance": float(np.bincount(true, minlength=len(cl.edges) - 1).max() / len(true)),
         "seconds_maps": t_maps, "dictionary_samples": dict_idx.tolist(), "test_samples": test_idx.tolist(),
         "paper": {"occlusion": "67-72 %", "random": "~35 % (20-46 %)", "gradcam": "54 %", "lime": "59 %"},
     }
@@ -376,6 +347,58 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
         np.savez(out / f"dictionary-{method}.npz", masks=masks, parts=parts, classes=classes, samples=dict_idx[keep])
         (out / f"dictionary-{method}.json").write_text(json.dumps(res, indent=1))
     return res
+
+
+def _held_out_pool(ex: Explained, store: str | Path):
+    """(store, the classifier's held-out computed samples of it, which ones in words)."""
+    from factory.store import DatasetStore
+
+    from .evaluate import select_samples
+
+    card = ex.model_card()
+    cl = card.classes
+    ds = DatasetStore.open(store)
+    shape = list(card.input.shape)
+    if list(ds.images.shape[1:]) != shape:
+        raise StoreError(f"{ds.path}: images are {list(ds.images.shape[1:])} but the classifier takes {shape}")
+    if cl.label not in ds.param_names:
+        raise StoreError(f"{ds.path}: no label {cl.label!r} to score the classes on (it has {ds.param_names})")
+    pool, which = select_samples(ds, card, "auto")
+    if "interpolated" in ds.param_names:
+        pool = pool[ds.params(["interpolated"])["interpolated"][pool] < 0.5]
+    if len(pool) < 2:  # one image for the dictionary and one to classify, at the very least
+        raise StoreError(f"{ds.path}: {len(pool)} held-out computed images ({which}) are too few for a dictionary "
+                         "and a test; use a larger store")
+    return ds, pool, which
+
+
+def _choose_entries(ds, cl, pool: np.ndarray, which: str, intensity_label: str, intensity_bins: int, per_cell: int,
+                    max_test: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class of every pool sample, positions of the dictionary entries: ``per_cell`` per
+    (class x intensity bin), positions of the test images)."""
+    from .data import class_index
+
+    p = ds.params([cl.label] + ([intensity_label] if intensity_label in ds.param_names else []))
+    cls = class_index(p[cl.label][pool], list(cl.edges))
+    if intensity_label in p:
+        iv = p[intensity_label][pool]
+        edges = np.linspace(iv.min(), iv.max(), intensity_bins + 1)
+        ibin = np.clip(np.searchsorted(edges, iv, side="right") - 1, 0, intensity_bins - 1)
+    else:
+        ibin = np.zeros(len(pool), dtype=np.int64)
+    rng = np.random.default_rng([seed, 3])
+    chosen = []
+    for c in range(len(cl.edges) - 1):
+        for b in range(int(ibin.max()) + 1):
+            cand = np.flatnonzero((cls == c) & (ibin == b))
+            chosen += rng.choice(cand, min(per_cell, len(cand)), replace=False).tolist()
+    chosen = np.array(sorted(chosen), dtype=np.int64)
+    rest = np.setdiff1d(np.arange(len(pool)), chosen)
+    if len(chosen) == 0 or len(rest) == 0:
+        raise StoreError(f"{ds.path}: {len(pool)} held-out images ({which}) are too few for a dictionary and a test")
+    if max_test is not None and len(rest) > max_test:
+        rest = np.sort(rng.choice(rest, max_test, replace=False))
+    return cls, chosen, rest
 
 
 def _dictionary_figure(parts, masks, classes, path: Path) -> Path:

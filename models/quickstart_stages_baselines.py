@@ -35,15 +35,15 @@ def _cnn_for(ctx, stores: dict[str, Path], train: Path) -> Path | None:
     """The PMD CNN of this run, if it was trained on ``train``."""
     from factory.store import DatasetStore
 
-    from .artifact import ModelError, read_description
+    from .artifact import ModelError, read_card
 
     cand = stores.get("pmd-cnn-model") or Path(ctx.out) / "train-pmd-cnn" / "model"
     try:
-        desc = read_description(cand)
+        card = read_card(cand)
     except ModelError:
         return None
-    same = desc.get("training_set", {}).get("config_hash") == DatasetStore.open(train).config_hash
-    return Path(cand) if same and desc.get("task") == "regress" and "R" in desc.get("labels", []) else None
+    same = card.training_set is not None and card.training_set.config_hash == DatasetStore.open(train).config_hash
+    return Path(cand) if same and card.task == "regress" and "R" in card.labels else None
 
 
 def stage_baselines(ctx) -> str:
@@ -59,7 +59,7 @@ def stage_baselines(ctx) -> str:
         from factory.processing.steps import read_split
         from factory.store import DatasetStore
 
-        from .artifact import read_description
+        from .artifact import read_card
         from .data import make_split
 
         train = stores[train_key]
@@ -72,8 +72,9 @@ def stage_baselines(ctx) -> str:
         ds = DatasetStore.open(train)
         split = read_split(ds)
         if "pmd-net-test" not in stores and (split is None or not (split == 2).any()):
-            sp = read_description(cnn)["training_set"]["split"] if cnn else {}
-            s = make_split(ds, sp.get("val_fraction") or 0.2, sp.get("seed") or 0)
+            ts = read_card(cnn).training_set if cnn else None
+            sp = ts.split if ts is not None else None
+            s = make_split(ds, (sp.val_fraction if sp else None) or 0.2, (sp.seed if sp else None) or 0)
             kw.update(train_indices=s.train, test_indices=s.held_out())
             source += f" ({len(s.train)} training samples, {len(s.held_out())} held out" + \
                       (", as the CNN's split)" if cnn else ")")

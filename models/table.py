@@ -67,22 +67,22 @@ def _shifted_samples(path: str, label: str, transfer_model: str | None) -> tuple
     """The samples of a shifted store to score: those the transfer model held out, else the test split."""
     if transfer_model is None:
         return None, ""
-    from .artifact import read_description
+    from .artifact import read_card
     from .evaluate import select_samples
 
     ds = DatasetStore.open(path)
-    desc = read_description(transfer_model)
-    if desc.get("training_set", {}).get("config_hash") != ds.config_hash:
+    card = read_card(transfer_model)
+    if card.training_set is None or card.training_set.config_hash != ds.config_hash:
         return None, f"the transfer model {transfer_model} was not trained on {path}"
-    idx, which = select_samples(ds, desc, "auto")
+    idx, which = select_samples(ds, card, "auto")
     return idx, which
 
 
 def _cnn_train_s(folder: str | Path) -> float | None:
-    from .artifact import read_description
+    from .artifact import read_card
 
-    hist = read_description(folder).get("training", {}).get("history", [])
-    return float(sum(h.get("epoch_s", 0.0) for h in hist)) if hist else None
+    hist = read_card(folder).history
+    return float(sum(h.epoch_s for h in hist)) if hist else None
 
 
 class _CNN:
@@ -94,12 +94,12 @@ class _CNN:
         if self.pred.task != "regress" or label not in self.pred.labels:
             raise ModelError(f"{folder}: predicts {self.pred.labels} ({self.pred.task}); the table needs a regression "
                              f"model of {label!r}")
-        shp = tuple(self.pred.description["input"]["shape"])
+        shp = tuple(self.pred.card.input.shape)
         if shp != tuple(shape):
             raise StoreError(f"{folder}: the model takes {' x '.join(map(str, shp))} images but the stores hold "
                              f"{' x '.join(map(str, shape))}; use a model trained on these stores")
         self.label = label
-        self.preprocessing = self.pred.description.get("preprocessing")
+        self.preprocessing = self.pred.card.preprocessing
 
     def predict(self, s: ImageSet) -> tuple[np.ndarray, float]:
         x = s.images()
@@ -135,44 +135,15 @@ def transferability_table(train_store: str | Path, test_store: str | Path | None
                                                              indices=test_indices)}
     if same and train_indices is not None and test_indices is not None and np.intersect1d(train_indices, test_indices).size:
         raise ConfigError("the training and test samples overlap; pass disjoint train_indices and test_indices")
-    notes: list[str] = []
-    for name, path in shifted.items():
-        idx, why = _shifted_samples(path, label, transfer_models.get(name))
-        if why and idx is None:
-            notes.append(f"{name}: {why}; scored on its test split (or all of it)")
-        sets[name] = evaluation_set(path, [label], indices=idx)
-        if why and idx is not None:
-            sets[name].which = f"held out by its transfer-learned model: {why.replace(' of the training store', '')}"
+    notes = _add_shifted_sets(sets, shifted, transfer_models, label)
     refs = [training_set(r, [label]) for r in references]
     check_shapes(train, *sets.values(), *refs)
     cnn = _CNN(cnn_model, label, train.shape) if cnn_model else None
     tl = {k: _CNN(v, label, train.shape) for k, v in transfer_models.items()}
-    train_pre = DatasetStore.open(train.path).meta.get("preprocessing")
-    for name, s in sets.items():
-        pre = DatasetStore.open(s.path).meta.get("preprocessing")
-        if pre != train_pre:
-            from .artifact import first_difference
-
-            diff = first_difference(train_pre, pre, root="preprocessing", sep="vs")
-            notes.append(f"{name}: preprocessed differently from the training store ({diff})")
+    notes += _preprocessing_notes(train, sets)
     # -- the classical methods: fit once, predict every set
     b = Baselines(methods, [label], opts).fit(train, refs, progress=progress)
-    cells: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, s in sets.items():
-        preds = b.predict(s, progress=progress)
-        true = s.labels
-        for m in methods:
-            cells.setdefault(m, {})[name] = {"mae": score(preds[m]["pred"], true)[label]["mae"],
-                                             "predict_s": preds[m]["predict_s"], "n": len(s)}
-        if cnn is not None:
-            y, dt = cnn.predict(s)
-            cells.setdefault("cnn", {})[name] = {"mae": float(np.mean(np.abs(y - true[label]))), "predict_s": dt, "n": len(s)}
-        if name in tl:
-            y, dt = tl[name].predict(s)
-            cells.setdefault("cnn+transfer", {})[name] = {"mae": float(np.mean(np.abs(y - true[label]))),
-                                                          "predict_s": dt, "n": len(s), "model": tl[name].folder}
-        if progress:
-            print(f"[table] {name}: {len(s)} images scored", flush=True)
+    cells = _score_sets(b, methods, sets, cnn, tl, label, progress)
     timing = {m: {"train_s": b.timing[m].train_s, "n_train": b.timing[m].n_train} for m in methods}
     if cnn is not None:
         timing["cnn"] = {"train_s": _cnn_train_s(cnn.folder), "n_train": None}
@@ -196,6 +167,54 @@ def transferability_table(train_store: str | Path, test_store: str | Path | None
         (out / "table.json").write_text(json.dumps(result, indent=1, default=str))
         result["files"] = [str(out / f) for f in ("table.md", "table.csv", "table.json")]
     return result
+
+
+def _add_shifted_sets(sets: dict[str, ImageSet], shifted: dict[str, str], transfer_models: dict[str, str],
+                      label: str) -> list[str]:
+    """Each shifted store's samples to score into ``sets``; notes on those scored otherwise."""
+    notes = []
+    for name, path in shifted.items():
+        idx, why = _shifted_samples(path, label, transfer_models.get(name))
+        if why and idx is None:
+            notes.append(f"{name}: {why}; scored on its test split (or all of it)")
+        sets[name] = evaluation_set(path, [label], indices=idx)
+        if why and idx is not None:
+            sets[name].which = f"held out by its transfer-learned model: {why.replace(' of the training store', '')}"
+    return notes
+
+
+def _preprocessing_notes(train: ImageSet, sets: dict[str, ImageSet]) -> list[str]:
+    from .artifact import first_difference
+
+    notes, train_pre = [], DatasetStore.open(train.path).meta.get("preprocessing")
+    for name, s in sets.items():
+        pre = DatasetStore.open(s.path).meta.get("preprocessing")
+        if pre != train_pre:
+            diff = first_difference(train_pre, pre, root="preprocessing", sep="vs")
+            notes.append(f"{name}: preprocessed differently from the training store ({diff})")
+    return notes
+
+
+def _score_sets(b: Baselines, methods: list[str], sets: dict[str, ImageSet], cnn: _CNN | None, tl: dict[str, _CNN],
+                label: str, progress: bool) -> dict[str, dict[str, dict[str, Any]]]:
+    """{row: {set: {mae, predict_s, n}}} of every method and network on every set."""
+    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, s in sets.items():
+        preds = b.predict(s, progress=progress)
+        true = s.labels
+        for m in methods:
+            cells.setdefault(m, {})[name] = {"mae": score(preds[m]["pred"], true)[label]["mae"],
+                                             "predict_s": preds[m]["predict_s"], "n": len(s)}
+        if cnn is not None:
+            y, dt = cnn.predict(s)
+            cells.setdefault("cnn", {})[name] = {"mae": float(np.mean(np.abs(y - true[label]))), "predict_s": dt, "n": len(s)}
+        if name in tl:
+            y, dt = tl[name].predict(s)
+            cells.setdefault("cnn+transfer", {})[name] = {"mae": float(np.mean(np.abs(y - true[label]))),
+                                                          "predict_s": dt, "n": len(s), "model": tl[name].folder}
+        if progress:
+            print(f"[table] {name}: {len(s)} images scored", flush=True)
+    return cells
 
 
 def qualitative_checks(result: dict[str, Any]) -> dict[str, Any]:

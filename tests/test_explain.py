@@ -1,4 +1,5 @@
-"""Explanations (seed 000 Sec. VI): occlusion, Grad-CAM and LIME maps through captum; the occlusion dictionary.
+"""Explanations (Shvetsov-Shilovski & Lein, Phys. Rev. A 107, 033106 (2023), Sec. VI): occlusion,
+Grad-CAM and LIME maps through captum; the occlusion dictionary.
 
 The classifier is trained on images whose R evidence sits in one known patch (strong label-free
 texture elsewhere), so the right answer is known: the maps must find the patch, and the
