@@ -93,9 +93,11 @@ def is_factory_zarr(path: str | os.PathLike) -> bool:
 RecogniseFn = Callable[[Path], bool]
 
 
-def check_replaceable(out: Path, *, overwrite: bool, what: str, recognise: RecogniseFn) -> None:
+def check_replaceable(out: Path, *, overwrite: bool, what: str, recognise: RecogniseFn,
+                      resumable: bool = False) -> None:
     """Refuse before any work: an existing ``out`` without ``overwrite``, or one that is not a
-    ``what`` the project created (``recognise``), a symlink, or a file."""
+    ``what`` the project created (``recognise``), a symlink, or a file.  ``resumable``: the
+    command also has ``--resume`` (said in the message)."""
     if out.is_symlink():
         raise OutputError(f"{out} is a symbolic link; refusing to write through it (give the real path)")
     if not out.exists():
@@ -103,7 +105,8 @@ def check_replaceable(out: Path, *, overwrite: bool, what: str, recognise: Recog
     if not out.is_dir():
         raise OutputError(f"{out} exists and is a file, not a {what}; choose another path")
     if not overwrite:
-        raise OutputError(f"{out} already exists; pass --overwrite to replace it or --resume to continue it")
+        also = " or --resume to continue it" if resumable else ""
+        raise OutputError(f"{out} already exists; pass --overwrite to replace it{also}")
     if not recognise(out):
         raise OutputError(
             f"{out} exists and is not a {what} made by factory (or holds other files); refusing to replace it"
@@ -166,7 +169,8 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def staged_output(out: str | os.PathLike, *, overwrite: bool, what: str, recognise: RecogniseFn) -> Iterator[Path]:
+def staged_output(out: str | os.PathLike, *, overwrite: bool, what: str, recognise: RecogniseFn,
+                  resumable: bool = False) -> Iterator[Path]:
     """Build a new output in a hidden sibling folder, then swap it into ``out``.
 
     Everything is checked before the caller builds anything; the old ``out`` (only ever one
@@ -174,7 +178,7 @@ def staged_output(out: str | os.PathLike, *, overwrite: bool, what: str, recogni
     building removes the temporary folder and leaves ``out`` as it was.
     """
     out = user_path(out)
-    check_replaceable(out, overwrite=overwrite, what=what, recognise=recognise)
+    check_replaceable(out, overwrite=overwrite, what=what, recognise=recognise, resumable=resumable)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -185,7 +189,7 @@ def staged_output(out: str | os.PathLike, *, overwrite: bool, what: str, recogni
     tmp = out.with_name(f".{out.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
     try:
         yield tmp
-        check_replaceable(out, overwrite=overwrite, what=what, recognise=recognise)  # still true?
+        check_replaceable(out, overwrite=overwrite, what=what, recognise=recognise, resumable=resumable)  # still?
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

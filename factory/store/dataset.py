@@ -107,7 +107,8 @@ class DatasetStore(IntegrityChecks):
                                  diagnostic_names=diagnostic_names, sample_arrays=sample_arrays, dtype=dtype)
         dims = ["sample", *[c.name for c in coords]]
         sample_arrays = dict(sample_arrays or {})
-        with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr) as tmp:
+        with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr,
+                           resumable=True) as tmp:
             group = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)
             create_arrays(group, n_samples=n_samples, chunk=chunk, coords=coords, dims=dims, dtype=dtype,
                            param_names=param_names, diagnostic_names=diagnostic_names)

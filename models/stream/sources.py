@@ -136,8 +136,8 @@ class ReplaySource:
         self.rate = rate
         self.limit = limit
         self._closed = False
-        if (self.path / "zarr.json").is_file():
-            from factory.store import DatasetStore
+        if (self.path / "zarr.json").is_file() or (self.path / "images" / "zarr.json").is_file():
+            from factory.store import DatasetStore  # refuses incomplete or damaged stores
 
             self.store = DatasetStore.open(self.path)
             self.files = None
