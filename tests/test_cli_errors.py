@@ -146,7 +146,8 @@ def classifier(tmp_path_factory):
 
 
 def test_occlusion_dictionary_on_too_small_a_store_is_one_line(classifier, tmp_path):
-    from factory.store import Coord, DatasetStore
+    from factory.simulators import Coord
+    from factory.store import DatasetStore
     from models.explain import explain_store, occlusion_dictionary
 
     n, (h, w) = 4, (32, 64)

@@ -133,7 +133,7 @@ def test_a_damaged_or_foreign_card_is_one_model_error(tmp_path, damage, message)
 
 
 def test_a_damaged_card_is_one_error_line_on_the_command_line(store, tmp_path):
-    from models.cli import app
+    from factory.app.learning import app
 
     folder = v1_model(tmp_path / "model")
     (folder / "model.json").write_text(json.dumps({**json.loads(V1.read_text()), "input": {"shape": "big"}}))

@@ -106,7 +106,7 @@ def test_resume_is_exactly_an_uninterrupted_run(tmp_path):
 def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
     _, store, _ = data
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "models.cli", "train", "pmd-cnn/tiny", "--store", str(store.path), "--out", str(out),
+    cmd = [sys.executable, "-m", "factory.app.learning", "train", "pmd-cnn/tiny", "--store", str(store.path), "--out", str(out),
            "--set", "run.backend=local", "--set", "optim.epochs=200", "--set", "optim.lr_drop_epochs=[]"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -130,7 +130,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
 def test_cli_errors_are_one_line(data, tmp_path):
     from typer.testing import CliRunner
 
-    from models.cli import app
+    from factory.app.learning import app
     from tests.conftest import error_line
 
     _, store, _ = data
@@ -153,7 +153,7 @@ def test_cli_errors_are_one_line(data, tmp_path):
     assert "no label(s) ['radius']" in err("train", "pmd-cnn/tiny", "--store", str(store.path), "--out",
                                            str(tmp_path / "y"), "--set", "data.labels=[radius]")
     # and as a real process: one line on stderr, exit status 2
-    p = subprocess.run([sys.executable, "-m", "models.cli", "train", "pmd-cnn/tiny", "--set", "optim.lr=-1"],
+    p = subprocess.run([sys.executable, "-m", "factory.app.learning", "train", "pmd-cnn/tiny", "--set", "optim.lr=-1"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "optim.lr = -1" in error_line(p)
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from factory.quickstart import Context
-from models.quickstart_stages import stage_train_pmd, stage_train_pmd1d, stage_train_scatter
+from factory.app.quickstart import Context
+from factory.app.quickstart_train import stage_train_pmd, stage_train_pmd1d, stage_train_scatter
 
 
 def test_stages_write_sections_with_figures(tmp_path):

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from factory.config import load_config
 from factory.errors import ConfigError
 from factory.geometry import in_fundamental_domain
-from factory.msft.cli import app
+from factory.app.msft import app
 from factory.msft.simulator import MSFTConfig, MSFTSimulator, pattern
 from factory.simulators import rng_for, simulator_class
 

@@ -13,7 +13,7 @@ from factory.config import configs_dir, load_config
 from factory.errors import ConfigError
 from factory.simulators import rng_for, simulator_class
 from factory.tdse import PRESETS, TDSEConfig, ground_state, make_config, momentum_distribution
-from factory.tdse.cli import app
+from factory.app.tdse import app
 
 
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from models.cli import app
+from factory.app.learning import app
 from models.synthetic import make_store
 from models.train import MANIFEST, RUN_NAMES, is_run_folder, load_train_config, train
 

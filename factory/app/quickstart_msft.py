@@ -1,6 +1,6 @@
 """The MSFT stage of ``factory quickstart``: a small scattering set, its images and labels.
 
-Register it in ``factory/quickstart.py`` with ``("msft", stage_msft)`` in ``STAGES``.
+Registered in :mod:`factory.app.quickstart` with ``("msft", stage_msft)`` in ``STAGES``.
 Sizes: tiny 32 images (48^3 voxels), small 256 images (96^3, the paper's 128 x 128 q grid),
 paper 256 images on the paper grid (192^3 -> 512 -> 128); about 10 s, 30 s and 1 min on 2 cores.
 """
@@ -14,13 +14,13 @@ QUICKSTART_SAMPLES = {"tiny": 32, "small": 256, "paper": 256}
 
 def stage_msft(ctx) -> str:
     """Generate ``msft/<size>`` (capped sample count), plot samples and label histograms."""
-    from ..plots import plot_param_hist, plot_samples
-    from ..quickstart import _generate
-    from ..store import DatasetStore
-    from .simulator import pattern
+    from factory.plots import plot_param_hist, plot_samples
+    from factory.app.quickstart_context import generate_stage
+    from factory.store import DatasetStore
+    from factory.msft.simulator import pattern
 
     n = QUICKSTART_SAMPLES.get(ctx.size, 32)
-    cfg, rep, store = _generate(ctx, "msft", f"msft/{ctx.size}", [f"samples={n}"])
+    cfg, rep, store = generate_stage(ctx, "msft", f"msft/{ctx.size}", [f"samples={n}"])
     fig = plot_samples(store, ctx.out / "msft-samples.png", n=8, labels=["radius", "q0"])
     hist = plot_param_hist(store, ctx.out / "msft-params.png")
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Quickstart stage: the comparison table (Shvetsov-Shilovski & Lein, PRA 2023, Table I) at small scale.
 
-``stage_baselines(ctx) -> str`` (a :class:`factory.quickstart.Context`) reads, when present:
+``stage_baselines(ctx) -> str`` (a :class:`factory.app.quickstart.Context`) reads, when present:
 
 - the network-ready unshifted PMD store: the first of ``ctx.stores["pmd-net"]``,
   ``["tdse-net"]``, ``["pmd2d"]``, ``["pmd"]`` (the keys the PMD CNN stage looks for), and
@@ -35,7 +35,7 @@ def _cnn_for(ctx, stores: dict[str, Path], train: Path) -> Path | None:
     """The PMD CNN of this run, if it was trained on ``train``."""
     from factory.store import DatasetStore
 
-    from .artifact import ModelError, read_card
+    from models.artifact import ModelError, read_card
 
     cand = stores.get("pmd-cnn-model") or Path(ctx.out) / "train-pmd-cnn" / "model"
     try:
@@ -47,8 +47,8 @@ def _cnn_for(ctx, stores: dict[str, Path], train: Path) -> Path | None:
 
 
 def stage_baselines(ctx) -> str:
-    from .baselines import BaselineOptions
-    from .table import markdown_table, transferability_table
+    from models.baselines import BaselineOptions
+    from models.table import markdown_table, transferability_table
 
     t0 = time.perf_counter()
     out = Path(ctx.out) / "table"
@@ -59,8 +59,8 @@ def stage_baselines(ctx) -> str:
         from factory.processing.steps import read_split
         from factory.store import DatasetStore
 
-        from .artifact import read_card
-        from .data import make_split
+        from models.artifact import read_card
+        from models.data import make_split
 
         train = stores[train_key]
         source = f"`{train.name}`"
@@ -79,7 +79,7 @@ def stage_baselines(ctx) -> str:
             source += f" ({len(s.train)} training samples, {len(s.held_out())} held out" + \
                       (", as the CNN's split)" if cnn else ")")
     else:
-        from .shifted_synthetic import make_table_stores
+        from models.shifted_synthetic import make_table_stores
 
         size = SYNTHETIC.get(ctx.size, SYNTHETIC["small"])
         made = make_table_stores(Path(ctx.out) / "pmd-like", **size)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..cli import emit_json, fail, user_errors
+from factory.app.common import emit_json, fail, user_errors
 
 app = typer.Typer(help="Post-process dataset stores with Dask (resumable; each step writes a new store).",
                   no_args_is_help=True)
@@ -32,7 +32,7 @@ def _run_kw(address, workers, as_json):
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
-    from .splits import check_fractions
+    from factory.processing.splits import check_fractions
 
     try:
         return check_fractions(text.split(","))
@@ -47,7 +47,7 @@ def focal_average(source: Annotated[Path, typer.Argument(help="TDSE store with i
                   method: Annotated[str, typer.Option(help="product (exact for piecewise-linear P) or trapezoid")] = "product",
                   address: Address = None, workers: Workers = None, overwrite: Overwrite = False, as_json: Json = False):
     """Focal-volume average each intensity ladder (Shvetsov-Shilovski & Lein, PRA 2023, eqs. 5-6)."""
-    from .steps import focal_average_store
+    from factory.processing.steps import focal_average_store
 
     if method not in ("product", "trapezoid"):
         fail(f"--method {method!r}: choose product or trapezoid")
@@ -63,7 +63,7 @@ def interpolate(sources: Annotated[list[Path], typer.Argument(help="stores of co
                 seed: int = 0, address: Address = None, workers: Workers = None, overwrite: Overwrite = False,
                 as_json: Json = False):
     """New samples by irregular-grid interpolation in parameter space (never extrapolated)."""
-    from .steps import interpolate_store
+    from factory.processing.steps import interpolate_store
 
     if method not in ("linear", "rbf"):
         fail(f"--method {method!r}: choose linear or rbf")
@@ -80,7 +80,7 @@ def preprocess(sources: Annotated[list[Path], typer.Argument(help="raw, focal-av
                seed: int = 0, address: Address = None, workers: Workers = None, overwrite: Overwrite = False,
                as_json: Json = False):
     """Network-ready images with the exact preprocessing recorded, and seeded splits."""
-    from .steps import preprocess_store
+    from factory.processing.steps import preprocess_store
 
     if window not in ("global", "per-image"):
         fail(f"--window {window!r}: choose global or per-image")
@@ -96,7 +96,7 @@ def augment(source: Annotated[Path, typer.Argument(help="a preprocessed scatteri
             seed: int = 0, address: Address = None, workers: Workers = None, overwrite: Overwrite = False,
             as_json: Json = False):
     """Grow a set with the 11 augmentation filters of Stielow et al., MLST 2020, App. D."""
-    from .steps import augment_store
+    from factory.processing.steps import augment_store
 
     _report(augment_store(source, out, factor=factor, seed=seed, only_split=only_split, overwrite=overwrite,
                           **_run_kw(address, workers, as_json)), as_json)
@@ -108,7 +108,7 @@ def split_cmd(store: Annotated[Path, typer.Argument(help="a store to (re)split i
               fractions: Annotated[str, typer.Option("--split", help="train,validation,test")] = "0.8,0.1,0.1",
               seed: int = 0, as_json: Json = False):
     """Assign seeded train/validation/test splits (interpolated samples never go to test)."""
-    from .steps import split_store
+    from factory.processing.steps import split_store
 
     counts = split_store(store, fractions=_fractions(fractions), seed=seed)
     emit_json(counts) if as_json else typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
@@ -119,7 +119,7 @@ def split_cmd(store: Annotated[Path, typer.Argument(help="a store to (re)split i
 def run(chain: Annotated[Path, typer.Argument(help="YAML chain file (see factory/processing/chain.py)")],
         address: Address = None, workers: Workers = None, overwrite: Overwrite = False, as_json: Json = False):
     """Run the steps of a chain file in order (each resumable)."""
-    from .chain import run_chain
+    from factory.processing.chain import run_chain
 
     reports = run_chain(chain, overwrite=overwrite, **_run_kw(address, workers, as_json))
     if as_json:

@@ -1,7 +1,7 @@
 """Quickstart stages of the learning half: train and evaluate a small model of each kind.
 
 Each ``stage_*(ctx) -> str`` returns a Markdown section (figures next to the report) for
-``factory.quickstart``.  They look for the processed stores in ``ctx.stores`` under the keys
+``factory.app.quickstart``.  They look for the processed stores in ``ctx.stores`` under the keys
 of :data:`STORE_KEYS`; when none is there (a chain run without that simulator) they train on
 a synthetic store of the same shape and say so in the report.  Training runs through Ray
 Train on the quickstart's embedded local Ray (at size ``tiny`` in-process, to stay within seconds).
@@ -32,7 +32,7 @@ def _find(ctx, kind: str) -> Path | None:
 
 
 def _synthetic(ctx, kind: str) -> Path:
-    from .synthetic import make_store
+    from models.synthetic import make_store
 
     n = 64 if ctx.size == "tiny" else 384
     path = ctx.out / f"synthetic-{kind}.zarr"
@@ -45,8 +45,8 @@ def _synthetic(ctx, kind: str) -> Path:
 
 
 def _run(ctx, preset: str, store: Path, name: str, extra: list[str] | None = None) -> tuple[Any, dict, Path]:
-    from .evaluate import evaluate
-    from .train import load_train_config, train
+    from models.evaluate import evaluate
+    from models.train import load_train_config, train
 
     size = "tiny" if ctx.size == "tiny" else "small"
     epochs = EPOCHS.get(ctx.size, 8)
@@ -126,7 +126,7 @@ def stage_train_scatter(ctx) -> str:
                 f"median of the per-image mean {100 * r['median_mean']:.2f} %, median of the max "
                 f"{100 * r['median_max']:.2f} %; {100 * r['fraction_mean_below_5pct']:.0f} % of the images below 5 %.\n\n")
         try:
-            from .experimental import reconstruct_experimental
+            from models.experimental import reconstruct_experimental
 
             t0 = time.perf_counter()
             f5 = reconstruct_experimental(res.model, run / "fig5")

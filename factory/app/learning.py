@@ -2,40 +2,22 @@
 
 Each command calls one library function.  ``register(app)`` adds the commands at the top
 level of another Typer app (``factory train ...``); ``app`` holds them too (``python -m
-models.cli ...``).  Heavy imports (torch, Ray) happen inside the commands.
+factory.app.learning ...``).  Heavy imports (torch, Ray) happen inside the commands.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from factory.app.common import Address, AsJson, emit_json, fail, register_commands
+
 app = typer.Typer(help="Networks: train, evaluate, transfer-learn, learning curves, export.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set optim.epochs=5 (repeatable)")]
-Address = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else embedded local Ray)")]
-AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
-
-
-def _user_errors(func):
-    """factory.cli.user_errors, imported when the command runs (no import cycle with factory.cli)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from factory.cli import user_errors
-
-        return user_errors(func)(*args, **kwargs)
-
-    return wrapper
-
-
-def _echo_json(data) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def train_cmd(
@@ -52,9 +34,8 @@ def train_cmd(
     progress: Annotated[bool, typer.Option(help="print one line per epoch")] = True,
 ):
     """Train a network with Ray Train (checkpoint every epoch; --resume continues a killed run)."""
-    from factory.cli import fail
 
-    from .train import load_train_config, train
+    from models.train import load_train_config, train
 
     if overwrite and resume:
         fail("--overwrite and --resume exclude each other")
@@ -68,7 +49,7 @@ def train_cmd(
     if as_json:
         d = res.as_dict()
         d.pop("history")
-        _echo_json(d)
+        emit_json(d)
     else:
         mae = ", ".join(f"{k[8:]} {v:.4g}" for k, v in res.final.items() if k.startswith("val_mae_"))
         acc = f", accuracy {res.final['val_accuracy']:.3f}" if "val_accuracy" in res.final else ""
@@ -84,15 +65,14 @@ def evaluate_cmd(
     as_json: AsJson = False,
 ):
     """Score a model: MAE per output, predicted-vs-true, error histograms (App. C errors for scattering)."""
-    from factory.cli import fail
 
-    from .evaluate import evaluate
+    from models.evaluate import evaluate
 
     if subset not in ("auto", "all", "train", "val", "test"):
         fail(f"--subset {subset!r}: choose auto, all, train, val or test")
     res = evaluate(model, store, out or Path(model).parent / "eval", subset=subset)
     if as_json:
-        _echo_json(res)
+        emit_json(res)
         return
     typer.echo(f"{res['samples']} samples ({res['subset']}), {res['inference_images_per_s']:.0f} images/s on {res['device']}")
     for n, m in res.get("per_label", {}).items():
@@ -123,13 +103,13 @@ def transfer_cmd(
     """Transfer-learn a model on a shifted set and compare with the original and a from-scratch model."""
     from factory.config import parse_override
 
-    from .transfer import transfer
+    from models.transfer import transfer
 
     overrides = {".".join(k): v for k, v in (parse_override(s) for s in set_ or [])}
     table = transfer(model, store, out, freeze=freeze, lr=lr, epochs=epochs, max_train=max_train, scratch=scratch,
                      overrides=overrides, overwrite=overwrite, address=address, progress=not as_json)
     if as_json:
-        _echo_json(table)
+        emit_json(table)
         return
     for name, maes in table["models"].items():
         typer.echo(f"{name:>9}: " + ", ".join(f"MAE {k} {v:.4g}" for k, v in maes.items()))
@@ -149,10 +129,9 @@ def learning_curve_cmd(
     as_json: AsJson = False,
 ):
     """Train at several N and fit MAE = a N^b + c (Shvetsov-Shilovski & Lein, PRA 2023, Fig. 2b)."""
-    from factory.cli import fail
 
-    from .learning_curve import learning_curve
-    from .train import load_train_config
+    from models.learning_curve import learning_curve
+    from models.train import load_train_config
 
     try:
         ns = [int(s) for s in sizes.split(",") if s.strip()]
@@ -162,7 +141,7 @@ def learning_curve_cmd(
     res = learning_curve(cfg, store, out, ns, target=target, label=label, overwrite=overwrite,
                          progress=not as_json, address=address)
     if as_json:
-        _echo_json(res)
+        emit_json(res)
         return
     for p in res["points"]:
         typer.echo(f"N = {p['N']:>6}: MAE {p['mae']:.4g}")
@@ -180,14 +159,14 @@ def export_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output file (default: inside the model folder)")] = None,
 ):
     """Export a model for deployment (torch.export, TorchScript or ONNX); model.json stays the description."""
-    from .artifact import export_model
+    from models.artifact import export_model
 
     typer.echo(export_model(model, out, fmt))
 
 
 def presets_cmd():
     """List the training presets in configs/train/."""
-    from .train import train_presets
+    from models.train import train_presets
 
     for name in train_presets():
         typer.echo(name)
@@ -202,12 +181,12 @@ def fig5_cmd(
 ):
     """Fig. 5 of Stielow et al., MLST 2020: predict the measured icosahedra, re-simulate them, show them
     side by side."""
-    from .experimental import DATA_DIR, reconstruct_experimental
+    from models.experimental import DATA_DIR, reconstruct_experimental
 
     res = reconstruct_experimental(model, out, names=[s.strip() for s in images.split(",") if s.strip()],
                                    data_dir=data or DATA_DIR)
     if as_json:
-        _echo_json(res)
+        emit_json(res)
         return
     for r in res["images"]:
         typer.echo(f"{r['name']}: radius {r['radius_nm']:.1f} nm, q = {', '.join(f'{v:.3f}' for v in r['quaternion'])}; "
@@ -224,13 +203,6 @@ COMMANDS = [
     ("train-presets", presets_cmd),
     ("fig5", fig5_cmd),
 ]
-
-
-def register_commands(target: typer.Typer, commands) -> typer.Typer:
-    """Add (name, function) commands at the top level of ``target``, with one-line user errors."""
-    for name, func in commands:
-        target.command(name)(_user_errors(func))
-    return target
 
 
 def register(target: typer.Typer) -> typer.Typer:

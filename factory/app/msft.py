@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from ..errors import FactoryError
+from factory.errors import FactoryError
 
 # what bad input raises (a config, a quaternion, a shape, an unwritable --out); anything else is
 # a bug in the project and keeps its traceback
@@ -29,7 +29,7 @@ def _fail(exc: Exception) -> None:
 
 
 def _load(preset: str, config: Optional[Path], overrides: list[str]):
-    from ..config import load_config
+    from factory.config import load_config
 
     spec = str(config) if config is not None else f"msft/{preset}"
     cfg = load_config(spec, [o if o.startswith("simulator.") else f"simulator.{o}" for o in overrides])
@@ -54,10 +54,10 @@ def pattern_cmd(
 ) -> None:
     """Simulate one detector image of a particle and save / describe it."""
     try:
-        from ..geometry.quaternions import parse_quat
-        from ..geometry.symmetry import project_to_fundamental, sample_fundamental
-        from .shapes import SHAPES, SYMMETRY
-        from .simulator import pattern
+        from factory.geometry.quaternions import parse_quat
+        from factory.geometry.symmetry import project_to_fundamental, sample_fundamental
+        from factory.msft.shapes import SHAPES, SYMMETRY
+        from factory.msft.simulator import pattern
 
         if shape not in SHAPES:
             raise ValueError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
@@ -123,7 +123,7 @@ def _save_png(path: Path, res, shape, radius, q, cfg) -> None:
 @app.command("shapes")
 def shapes_cmd() -> None:
     """List the particle shapes and their rotation groups."""
-    from .shapes import SHAPES, SYMMETRY
+    from factory.msft.shapes import SHAPES, SYMMETRY
 
     for s in SHAPES:
         g = SYMMETRY[s]
@@ -134,7 +134,7 @@ def shapes_cmd() -> None:
 def domain_cmd(group: str = typer.Option("I", help="rotation group (scipy name: I, O, T, D5, ...)")) -> None:
     """Fundamental domain of a rotation group: order, largest angle, per-component spans (App. C)."""
     try:
-        from ..geometry.symmetry import component_range, domain_max_angle, symmetry_group
+        from factory.geometry.symmetry import component_range, domain_max_angle, symmetry_group
 
         order = len(symmetry_group(group))
         rng_ = component_range(group)

@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import Address, AsJson, _echo_json, register_commands
+from factory.app.common import Address, AsJson, emit_json, fail, register_commands
 
 app = typer.Typer(help="Classical baselines, the transferability table, forward fitting, explanations.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -37,7 +37,7 @@ def _options(items: list[str] | None, base=None, **extra):
 
     from factory.config import parse_override
 
-    from .baselines import BaselineOptions
+    from models.baselines import BaselineOptions
 
     data = asdict(base) if base is not None else {}
     for text in items or []:
@@ -85,13 +85,13 @@ def baselines_cmd(
     as_json: AsJson = False,
 ):
     """Direct comparison (MSE, SIFT) and regression on HOG / SIFT features: MAE, training and prediction times."""
-    from .baselines import run_baselines
+    from models.baselines import run_baselines
 
     opts = _options(option, parallel=parallel, address=address, interpolate=interpolate or None)
     rep = run_baselines(train_store, test_store, methods=_split_list(methods), labels=_split_list(label), out=out,
                         references=list(reference or []), options=opts, progress=not as_json)
     if as_json:
-        _echo_json(rep)
+        emit_json(rep)
         return
     typer.echo((out / "baselines.md").read_text())
     typer.echo(f"figure: {rep['figure']}")
@@ -116,9 +116,8 @@ def table_cmd(
 ):
     """Table I of Shvetsov-Shilovski & Lein, PRA 2023: every method trained on the unshifted set,
     scored on the five shifted sets."""
-    from factory.cli import fail
 
-    from .table import load_table_config, synthetic_table, transferability_table
+    from models.table import load_table_config, synthetic_table, transferability_table
 
     if synthetic:
         sizes = {"tiny": dict(n_train=120, n_test=30, n_shift=40, epochs=3, transfer_epochs=3),
@@ -143,7 +142,7 @@ def table_cmd(
         res = transferability_table(**kw, out=out, progress=not as_json)
         md = Path(out) / "table.md"
     if as_json:
-        _echo_json(res)
+        emit_json(res)
         return
     typer.echo(md.read_text())
 
@@ -166,9 +165,8 @@ def forward_fit_cmd(
 ):
     """Monte Carlo simplex forward fitting of scattering images (Stielow et al., MLST 2020, Fig. 4b),
     random starts on Ray."""
-    from factory.cli import fail
 
-    from .forward_fit import (FitSettings, ForwardModel, forward_fit, forward_fit_store, network_input,
+    from models.forward_fit import (FitSettings, ForwardModel, forward_fit, forward_fit_store, network_input,
                               simulate_targets)
 
     settings = FitSettings(starts=starts, iterations=iterations, polish=polish, seed=seed, parallel=parallel,
@@ -184,7 +182,7 @@ def forward_fit_cmd(
     else:
         fail("give an MSFT store or --simulate N")
     if as_json:
-        _echo_json(rep)
+        emit_json(rep)
         return
     typer.echo(f"{rep['images']} images, {rep['simulations_per_image']:.0f} simulations and {rep['seconds_per_image']:.1f} s "
                f"per image ({rep['forward_model']['seconds_per_simulation'] * 1000:.1f} ms per simulation)")
@@ -213,11 +211,11 @@ def explain_cmd(
     as_json: AsJson = False,
 ):
     """Occlusion sensitivity, Grad-CAM or LIME maps (captum) as PNG overlays."""
-    from .explain import explain_store
+    from models.explain import explain_store
 
     res = explain_store(model, store, out, method=method, n=n, indices=_indices(indices), label=label)
     if as_json:
-        _echo_json(res)
+        emit_json(res)
         return
     typer.echo(f"{len(res['samples'])} maps ({res['seconds_per_image']:.2f} s per image): {res['figures'][-1]}")
 
@@ -237,12 +235,12 @@ def dictionary_cmd(
 ):
     """Sec. VI of Shvetsov-Shilovski & Lein, PRA 2023: the occlusion 'dictionary' classifier against
     random areas of the same size."""
-    from .explain import occlusion_dictionary
+    from models.explain import occlusion_dictionary
 
     res = occlusion_dictionary(model, store, out, method=method, per_cell=per_cell, threshold=threshold,
                                relative=not absolute, n_random=random, max_test=max_test, seed=seed, progress=False)
     if as_json:
-        _echo_json(res)
+        emit_json(res)
         return
     r = res["random_area"]
     typer.echo(f"{method} dictionary ({res['dictionary_entries']} entries, {100 * res['mean_area_fraction']:.0f} % of the "

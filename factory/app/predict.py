@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from factory.cli import emit_json, fail, user_errors
+from factory.app.common import emit_json, fail, user_errors
 
 app = typer.Typer(help="Run trained models on detector frames.", no_args_is_help=True)
 
@@ -56,9 +56,9 @@ def stream(
     """Predict on a detector stream; Ctrl-C drains and flushes. Prints received = predicted + rejected + dropped."""
     from factory.outputs import check_disjoint, check_replaceable, is_factory_zarr, user_path
 
-    from .pipeline import StreamOptions, StreamPredictor
-    from .sinks import PngSink, PubSink, ZarrSink, check_png
-    from .sources import open_source
+    from models.stream.pipeline import StreamOptions, StreamPredictor
+    from models.stream.sinks import PngSink, PubSink, ZarrSink, check_png
+    from models.stream.sources import open_source
 
     # everything is checked before anything is written (and before torch is imported)
     model = user_path(model)

@@ -1,6 +1,6 @@
 """The TDSE stage of ``factory quickstart``: a few H2+ PMDs, their pictures and diagnostics.
 
-Register it in ``factory/quickstart.py`` with ``("tdse", stage_tdse)`` in ``STAGES``.  Sizes
+Registered in :mod:`factory.app.quickstart` with ``("tdse", stage_tdse)`` in ``STAGES``.  Sizes
 (the TDSE's own presets are much slower than the other kinds', so the stage stays small):
 tiny -> 4 PMDs of ``tdse/tiny``; small -> 8 PMDs of ``tdse/tiny`` as two batched ladders of 4
 intensities; paper -> 2 PMDs of ``tdse/small`` (about 4 min on 2 cores).  Orchestration only:
@@ -18,11 +18,11 @@ PLAN = {
 
 def stage_tdse(ctx) -> str:
     """Generate the size's TDSE set, plot the PMDs (log scale) and tabulate the diagnostics."""
-    from ..plots import plot_samples
-    from ..quickstart import _generate
+    from factory.plots import plot_samples
+    from factory.app.quickstart_context import generate_stage
 
     preset, overrides = PLAN.get(ctx.size, PLAN["tiny"])
-    cfg, rep, store = _generate(ctx, "tdse", preset, overrides)
+    cfg, rep, store = generate_stage(ctx, "tdse", preset, overrides)
     fig = plot_samples(store, ctx.out / "tdse-samples.png", n=8, log=True, labels=["R", "intensity"])
     p, d = store.params(), store.diagnostics()
     sim = cfg.simulator

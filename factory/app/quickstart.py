@@ -8,37 +8,21 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .config import SIZES, load_config
-from .errors import ConfigError
-from .engine import generate
-from .plots import plot_param_hist, plot_samples
-from .store import DatasetStore
+from factory.config import SIZES
+from factory.errors import ConfigError
+from factory.plots import plot_param_hist, plot_samples
+from factory.store import DatasetStore
 
-
-@dataclass
-class Context:
-    out: Path
-    size: str
-    workers: int | None
-    progress: bool
-    stores: dict[str, Path] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def _generate(ctx: Context, name: str, preset: str, overrides: list[str] | None = None):
-    cfg = load_config(preset, overrides or [])
-    path = ctx.out / f"{name}.zarr"
-    rep = generate(cfg, path, overwrite=True, workers=ctx.workers, progress=ctx.progress)
-    ctx.stores[name] = path
-    return cfg, rep, DatasetStore.open(path)
+from factory.app.quickstart_baselines import stage_baselines
+from factory.app.quickstart_context import Context, generate_stage
+from factory.app.quickstart_train import stage_train_pmd, stage_train_scatter
 
 
 def stage_blobs(ctx: Context) -> str:
-    cfg, rep, store = _generate(ctx, "blobs", f"blobs/{ctx.size}")
+    cfg, rep, store = generate_stage(ctx, "blobs", f"blobs/{ctx.size}")
     fig = plot_samples(store, ctx.out / "blobs-samples.png", n=8, labels=["amp0", "x0", "y0"])
     hist = plot_param_hist(store, ctx.out / "blobs-params.png")
     return (
@@ -51,7 +35,7 @@ def stage_blobs(ctx: Context) -> str:
 
 
 def stage_augment(ctx: Context) -> str:
-    from .processing.steps import augment_store, preprocess_store
+    from factory.processing.steps import augment_store, preprocess_store
 
     src = ctx.stores["blobs"]
     net = ctx.out / "blobs-net.zarr"
@@ -72,10 +56,10 @@ def stage_augment(ctx: Context) -> str:
 
 
 def stage_msft(ctx: Context) -> str:
-    from .msft.quickstart import stage_msft as run
+    from factory.app.quickstart_msft import stage_msft as run
 
     text = run(ctx)
-    from .processing.steps import preprocess_store
+    from factory.processing.steps import preprocess_store
 
     rep = preprocess_store([ctx.stores["msft"]], ctx.out / "msft-net.zarr", mode="scatter", split=(0.8, 0.1, 0.1),
                            overwrite=True, workers=ctx.workers, progress=ctx.progress)
@@ -85,8 +69,8 @@ def stage_msft(ctx: Context) -> str:
 
 
 def stage_tdse(ctx: Context) -> str:
-    from .processing.steps import focal_average_store, preprocess_store
-    from .tdse.quickstart import stage_tdse as run
+    from factory.processing.steps import focal_average_store, preprocess_store
+    from factory.app.quickstart_tdse import stage_tdse as run
 
     text = run(ctx)
     raw = DatasetStore.open(ctx.stores["tdse"])
@@ -129,25 +113,15 @@ def stage_stream(ctx: Context) -> str:
     )
 
 
-def _models_stage(name: str):
-    def stage(ctx: Context) -> str:
-        import importlib
-
-        module, func = name.split(":")
-        return getattr(importlib.import_module(module), func)(ctx)
-
-    return stage
-
-
 STAGES: list[tuple[str, Callable[[Context], str]]] = [
     ("engine", stage_blobs),
     ("augment", stage_augment),
     ("msft", stage_msft),
     ("tdse", stage_tdse),
-    ("train-pmd", _models_stage("models.quickstart_stages:stage_train_pmd")),
-    ("train-scatter", _models_stage("models.quickstart_stages:stage_train_scatter")),
+    ("train-pmd", stage_train_pmd),
+    ("train-scatter", stage_train_scatter),
     ("stream", stage_stream),
-    ("baselines", _models_stage("models.quickstart_stages_baselines:stage_baselines")),
+    ("baselines", stage_baselines),
 ]
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import FactoryError
+from factory.errors import FactoryError
 
 app = typer.Typer(help="2D TDSE (H2+, HeH+): ground states and momentum distributions.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -35,7 +35,7 @@ def _fail(message: str) -> None:
 
 
 def _overrides(sets: list[str] | None, backend: str | None) -> dict:
-    from ..config import apply_overrides  # key.path=value parsing shared with `factory generate`
+    from factory.config import apply_overrides  # key.path=value parsing shared with `factory generate`
 
     data = apply_overrides({}, sets or [])
     if backend:
@@ -61,7 +61,7 @@ def ground_state_cmd(
     as_json: AsJson = False,
 ):
     """Imaginary-time ground state: energy (a.u.), steps, grid."""
-    from .api import ground_state
+    from factory.tdse.api import ground_state
 
     t0 = time.perf_counter()
     gs = _run(lambda: ground_state(molecule, R, alpha, preset, **_overrides(set_, backend)))
@@ -94,12 +94,12 @@ def pmd_cmd(
     """One photoelectron momentum distribution by the mask method, with diagnostics."""
     import numpy as np
 
-    from .api import momentum_distribution
+    from factory.tdse.api import momentum_distribution
 
     res = _run(lambda: momentum_distribution(molecule, R, intensity, cep, alpha, preset, **_overrides(set_, backend)))
     files = {}
     if out is not None:
-        from .figures import plot_pmd
+        from factory.tdse.figures import plot_pmd
 
         files["png"] = str(_run(lambda: plot_pmd(res, out)))
     if npz is not None:
