@@ -111,13 +111,16 @@ def test_torch_batch_equals_single_images():
             assert relative_difference(np.abs(b) ** 2, np.abs(amplitude(r, single)) ** 2) < 1e-4
 
 
-def test_torch_voxeliser_matches_numpy():
-    from factory.msft.torch_msft import density_batch_torch
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_batch_voxeliser_matches_the_block_voxeliser(backend):
+    from factory.backend import Backend
+    from factory.msft.voxelise import density_batch
 
+    be = Backend.create(backend, device="cpu")
     rng = np.random.default_rng(6)
     quats = [sample_fundamental(rng) for _ in range(2)]
     for shape in ("icosahedron", "sphere", "marks_decahedron"):
-        got = density_batch_torch(shape, [12.0, 15.0], quats, n=32, voxel_nm=1.0, device="cpu").numpy()
+        got = be.to_numpy(density_batch(be, shape, [12.0, 15.0], quats, n=32, voxel_nm=1.0))
         for g, r, q in zip(got, (12.0, 15.0), quats):
             assert np.abs(g - density(shape, r, q, n=32, voxel_nm=1.0)).max() < 1e-4
 

@@ -7,9 +7,12 @@ Public API::
     I, qx, qy = scatter(rho, voxel_nm=1.66, absorption_length_nm=12.5, pad=512, crop=128)
     img = pattern("icosahedron", 80.0, (1, 0, 0, 0), "paper").image
 
-Modules: ``shapes`` (antialiased densities), ``multislice`` (the MSFT core, numpy/pyFFTW/BLAS),
-``torch_msft`` (batched torch path), ``detector`` (geometry, photons, noise, log scale),
-``simulator`` (the ``msft`` kind of ``factory generate``), ``cli`` (``factory msft ...``).
+Modules: ``params`` (MSFTParams, q grid), ``grid`` (cached DFT matrices and Ewald phases),
+``transform`` (the MSFT, written once over a :class:`factory.backend.Backend`: numpy/pyFFTW or
+torch, differentiable on torch), ``multislice`` (the numpy-facing API and the straightforward
+reference), ``shapes`` (antialiased densities), ``voxelise`` (batches of densities on a
+device), ``detector`` (geometry, photons, noise, log scale), ``simulator`` (the ``msft`` kind
+of ``factory generate``), ``measured`` (the measured Ag cluster patterns shipped as data).
 Importing this package does not import torch.
 """
 

@@ -19,12 +19,15 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from ..backend import Backend
 from ..geometry.quaternions import from_rotation, normalize
 from ..geometry.symmetry import component_span, sample_fundamental
 from ..simulators.base import Coord, SimResult, Simulator, SimulatorConfig, rng_for
 from . import detector as det
-from .multislice import MSFTParams, amplitude, q_axis
+from .multislice import MSFTParams, amplitude, q_axis, resolve_method
 from .shapes import SHAPES, SYMMETRY, ShapeOptions, density
+from .transform import amplitude_array
+from .voxelise import density_batch
 
 ShapeName = Literal[SHAPES]  # type: ignore[valid-type]  # the shapes factory.msft.shapes knows
 
@@ -262,10 +265,11 @@ class MSFTSimulator(Simulator):
     kind = "msft"
     config_model = MSFTConfig
 
-    def __init__(self, config: MSFTConfig):
-        super().__init__(config)
+    def __init__(self, config: MSFTConfig, threads: int = 1):
+        super().__init__(config, threads=threads)
         self._params = config.msft_params()
         self._options = config.shape_options.to_options()
+        self.backend = Backend.create(config.backend, threads=self.threads)
 
     def coords(self) -> tuple[Coord, Coord]:
         return detector_coords(self.config)
@@ -333,23 +337,19 @@ class MSFTSimulator(Simulator):
 
     def simulate(self, params: dict[str, float], rng: np.random.Generator) -> SimResult:
         t0 = time.perf_counter()
-        amp = amplitude(self._density(params), self._params, validate=False)
+        amp = amplitude(self._density(params), self._params, validate=False, backend=self.backend)
         img, diags = detector_from_amplitude(amp, self.config, rng)
         diags["time_s"] = time.perf_counter() - t0
         return SimResult(img, diags)
 
     def simulate_batch(self, params: list[dict[str, float]], rngs: list[np.random.Generator]) -> list[SimResult]:
-        from .multislice import resolve_method
-
-        method, be = resolve_method(self._params.method, self._params.backend)
-        if be != "torch" or method == "reference" or len(params) < 2:
+        method = resolve_method(self._params.method)
+        if not self.backend.is_torch or method == "reference" or len(params) < 2:
             return [self.simulate(p, r) for p, r in zip(params, rngs)]
-        return self._simulate_batch_torch(params, rngs, method)
+        return self._simulate_batch_on_device(params, rngs, method)
 
-    def _simulate_batch_torch(self, params, rngs, method) -> list[SimResult]:
-        """Voxelise and scatter the whole block on the torch device (one call per shape)."""
-        from .torch_msft import amplitude_batch_tensor, density_batch_torch
-
+    def _simulate_batch_on_device(self, params, rngs, method) -> list[SimResult]:
+        """Voxelise and scatter the whole block on the backend's device (one call per shape)."""
         cfg = self.config
         t0 = time.perf_counter()
         amps: list[np.ndarray | None] = [None] * len(params)
@@ -359,10 +359,9 @@ class MSFTSimulator(Simulator):
         for shape, idx in by_shape.items():
             radii = [params[i]["radius"] for i in idx]
             quats = [[params[i][f"q{c}"] for c in range(4)] for i in idx]
-            rho = density_batch_torch(shape, radii, quats, n=cfg.n_voxels, voxel_nm=cfg.voxel_nm, options=self._options)
-            if cfg.precision == "complex128":
-                rho = rho.double()
-            out = amplitude_batch_tensor(rho, self._params, method=method).cpu().numpy()
+            rho = density_batch(self.backend, shape, radii, quats, n=cfg.n_voxels, voxel_nm=cfg.voxel_nm,
+                                options=self._options, dtype=self._params.real_dtype.name)
+            out = self.backend.to_numpy(amplitude_array(rho, self._params, self.backend, method=method))
             for j, i in enumerate(idx):
                 amps[i] = out[j]
         per = (time.perf_counter() - t0) / len(params)

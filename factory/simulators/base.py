@@ -5,7 +5,8 @@ Every simulator kind (the analytic ``blobs`` demo, ``tdse``, ``msft``) implement
 about a simulator: it asks for the image shape, coordinates and label names once, then for
 each sample ``i`` gets its labels from ``sample_params(seed, i)`` and its noise generator
 from ``rng_for(seed, i, 1)``, and ``simulate_batch`` computes a block of samples.  One
-simulator instance is built per worker process and reused for many blocks.  Physics code never imports Ray or Dask.
+simulator instance is built per worker process, as ``simulator_class(kind)(config, threads=N)``, and
+reused for many blocks.  Physics code never imports Ray or Dask.
 """
 
 from __future__ import annotations
@@ -48,8 +49,13 @@ class Simulator(ABC):
     kind: ClassVar[str]
     config_model: ClassVar[type[SimulatorConfig]]
 
-    def __init__(self, config: SimulatorConfig):
+    def __init__(self, config: SimulatorConfig, threads: int = 1):
+        """``threads``: threads this instance may use (FFTs, BLAS, torch kernels); the engine
+        passes its per-worker count, default one (parallelism comes from processes and batches)."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads = {threads!r}: must be an integer >= 1")
         self.config = config
+        self.threads = threads
 
     # -- static description -------------------------------------------------
     @abstractmethod

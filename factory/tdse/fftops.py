@@ -20,9 +20,10 @@ norm by ~1e-7 per step (phase factors are unit-modular only to float32 rounding)
 run buries a yield of 1e-4 in ``1 - norm``; the norm the mask removed, summed step by step with
 the exact weights ``1 - M^2``, does not carry that drift.
 
-The CPU kernels work on row blocks that stay in cache and split them over threads (numpy
-releases the GIL), so a step costs little more than its FFTs.  Backend choice comes from
-:mod:`factory.backend` only.
+The CPU kernels work on row blocks that stay in cache and split them over ``threads`` threads
+(numpy releases the GIL), so a step costs little more than its FFTs.  Backend choice, thread
+count, device and FFTW planner effort come from a :class:`factory.backend.Backend` (or its name,
+with one thread) given to :func:`make_ops`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import backend as _backend
+from ..backend import Backend, resolve
 
 _BLOCK = 1 << 15  # elements per row block (~512 KiB of complex128)
 _PARALLEL_MIN = 1 << 17  # arrays smaller than this are processed by one thread
@@ -65,13 +66,13 @@ class NumpyOps:
 
     name = "numpy"
 
-    def __init__(self, shape: tuple[int, int, int], dtype=np.complex128, threads: int | None = None):
+    def __init__(self, shape: tuple[int, int, int], dtype=np.complex128, threads: int = 1):
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.rdtype = np.float32 if self.dtype == np.complex64 else np.float64
         nb, ny, nx = self.shape
         total = nb * ny * nx
-        self.threads = (threads or _backend.fftw_threads()) if total >= _PARALLEL_MIN else 1
+        self.threads = max(1, int(threads)) if total >= _PARALLEL_MIN else 1
         rows = max(1, _BLOCK // nx)
         self._blocks = [(b, r, min(ny, r + rows)) for b in range(nb) for r in range(0, ny, rows)]
         self._acc_tasks: dict[int, list] = {}
@@ -205,15 +206,12 @@ class FFTWOps(NumpyOps):
 
     name = "fftw"
 
-    def __init__(self, shape, dtype=np.complex128, threads: int | None = None, buffers: int = 2,
-                 effort: str | None = None):
+    def __init__(self, shape, dtype=np.complex128, threads: int = 1, buffers: int = 2,
+                 effort: str = "FFTW_MEASURE"):
         super().__init__(shape, dtype, threads)
         import pyfftw
 
-        _backend.setup_pyfftw()
-        nb, ny, nx = self.shape
-        fft_threads = (threads or _backend.fftw_threads()) if nb * ny * nx >= _PARALLEL_MIN else 1
-        effort = effort or pyfftw.config.PLANNER_EFFORT
+        fft_threads = self.threads  # 1 below _PARALLEL_MIN elements
         self._bufs = []
         self._plans = {}
         for _ in range(buffers):
@@ -272,7 +270,7 @@ class TorchOps:
         self.shape = tuple(shape)
         self.dtype = torch.complex64 if np.dtype(dtype) == np.complex64 else torch.complex128
         self.rdtype = torch.float32 if self.dtype == torch.complex64 else torch.float64
-        self.device = torch.device(_backend.torch_device(device))
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def empty(self):
         return self.torch.empty(self.shape, dtype=self.dtype, device=self.device)
@@ -334,19 +332,25 @@ class TorchOps:
         return (sq**2).cpu().numpy()
 
 
-def make_ops(backend: str, shape: tuple[int, int, int], dtype=np.complex128, device: str | None = None,
+def make_ops(backend: str | Backend, shape: tuple[int, int, int], dtype=np.complex128, device: str | None = None,
              buffers: int = 2, quick_plan: bool = False):
-    """Kernels for ``backend`` ('auto' resolved by factory.backend) on (B, Ny, Nx) arrays.
+    """Kernels for ``backend`` on (B, Ny, Nx) arrays.
 
-    pyFFTW gets ``buffers`` planned buffers; ``quick_plan`` plans with FFTW_ESTIMATE (short runs
-    such as the ground state, where measuring plans would cost more than it saves).
+    ``backend``: a :class:`~factory.backend.Backend` (its name, threads, device and planner
+    effort are used), or a backend name ('auto', 'fftw', 'numpy', 'torch'), which means that
+    backend with one thread on ``device``.  pyFFTW gets ``buffers`` planned buffers;
+    ``quick_plan`` plans with FFTW_ESTIMATE (short runs such as the ground state, where
+    measuring plans would cost more than it saves).
     """
-    name = _backend.resolve(backend)
-    if name == "torch":
-        return TorchOps(shape, dtype, device)
-    if name == "fftw":
-        return FFTWOps(shape, dtype, buffers=buffers, effort="FFTW_ESTIMATE" if quick_plan else None)
-    return NumpyOps(shape, dtype)
+    if not isinstance(backend, Backend):
+        backend = Backend.create(backend, device=device if resolve(backend) == "torch" else None)
+    be = backend
+    if be.is_torch:
+        return TorchOps(shape, dtype, be.device)
+    if be.name == "fftw":
+        return FFTWOps(shape, dtype, threads=be.threads, buffers=buffers,
+                       effort="FFTW_ESTIMATE" if quick_plan else be.planner)
+    return NumpyOps(shape, dtype, threads=be.threads)
 
 
 def fft_count_per_step(mask_every: int, collect: bool = True) -> float:

@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..backend import Backend
 from ..simulators.base import Coord, SimResult, Simulator, rng_for
 from .api import compute_pmds, geometry_key
 from .config import TDSEConfig
@@ -29,9 +30,10 @@ class TDSESimulator(Simulator):
     kind = "tdse"
     config_model = TDSEConfig
 
-    def __init__(self, config: TDSEConfig):
-        super().__init__(config)
+    def __init__(self, config: TDSEConfig, threads: int = 1):
+        super().__init__(config, threads=threads)
         self.cfg: TDSEConfig = config
+        self.backend = Backend.create(config.backend, threads=self.threads)
         self.grid = config.build_grid()
         self._kx, self._ky = crop_axes(self.grid, config.k_out)
         self._gs_cache: OrderedDict[tuple, GroundState] = OrderedDict()
@@ -101,7 +103,8 @@ class TDSESimulator(Simulator):
         for s in range(0, len(order), self.cfg.batch):
             part = order[s : s + self.cfg.batch]
             grounds = {k: g for k, g in self._gs_cache.items()}
-            pmds = compute_pmds(self.cfg, [runs[j] for j in part], grounds)
+            with self.backend.activated():  # torch kernels on this instance's threads
+                pmds = compute_pmds(self.cfg, [runs[j] for j in part], grounds)
             for key, gs in grounds.items():
                 self._remember(key, gs)
             for j, res in zip(part, pmds):
