@@ -31,14 +31,15 @@ from .outputs import check_replaceable, is_factory_zarr, user_path
 from .simulators import Simulator, rng_for, simulator_class
 from .store import DatasetStore
 
-_SIMULATORS: dict[tuple[str, int], Simulator] = {}  # one simulator per worker process, config and thread count
+_SIMULATORS: dict[tuple[str, str, int], Simulator] = {}  # one per worker process, simulator config and threads
 
 GenerateReport = BlockReport  # the report of a generation run (one class for every block run)
 
 
 def build_simulator(config: GenerateConfig, threads: int = 1) -> Simulator:
-    """The simulator for ``config`` with ``threads`` threads, built once per process and reused."""
-    key = (config.hash, int(threads))
+    """The simulator for ``config`` with ``threads`` threads, built once per process and reused
+    (by every run with the same simulator settings, whatever its seed or sample count)."""
+    key = (config.kind, config.simulator.model_dump_json(), int(threads))
     sim = _SIMULATORS.get(key)
     if sim is None:
         cls = simulator_class(config.kind)

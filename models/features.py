@@ -8,9 +8,10 @@
   position and scale each; an image without key points gives an empty array, never an error.
 - :class:`BagOfWords`: a visual vocabulary (``MiniBatchKMeans``) turning an image's SIFT
   descriptors into a normalised word histogram (the SVM + SIFT baseline).
-- :func:`store_features`: features of selected samples of a store, one task per store chunk,
-  on Ray when that pays (many images and more than one CPU), else in-process.  Each task
-  reads its own chunk from the store, so no images travel through the driver.
+- :func:`store_features`: features of selected samples of a store, one piece of work per
+  store chunk, on the executor it is given (in-process by default; :func:`work_s` estimates
+  the CPU seconds, for :func:`factory.compute.resolve_executor` to decide whether Ray pays).
+  Each piece reads its own chunk from the store, so no images travel through the driver.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from factory.compute import Executor, LocalExecutor
 from factory.errors import ConfigError
 
 SIFT_DIM = 128
@@ -125,73 +127,51 @@ class BagOfWords:
 
 
 # -- features of store samples, chunk by chunk ---------------------------------------------------
-def _chunk_task(path: str, chunk_start: int, chunk_stop: int, want: np.ndarray, kind: str,
-                options: dict[str, Any]) -> tuple[np.ndarray, Any, float]:
+def _chunk_task(path: str, kind: str, options: dict[str, Any], chunk_start: int, chunk_stop: int,
+                want: np.ndarray) -> tuple[np.ndarray, Any, float]:
     from factory.store import DatasetStore
 
     t0 = time.perf_counter()
     st = DatasetStore.open(path)
     block = np.asarray(st.images[chunk_start:chunk_stop])[np.asarray(want) - chunk_start]
-    if kind == "hog":
-        feats: Any = hog_features(block, **options)
-    elif kind == "sift":
-        feats = sift_all(block, **options)
-    elif kind == "pixels":
-        feats = block.astype(np.float32)
-    else:
-        raise ConfigError(f"feature kind {kind!r}: hog, sift or pixels")
-    return np.asarray(want), feats, time.perf_counter() - t0
+    extract = EXTRACTORS.get(kind)
+    if extract is None:
+        raise ConfigError(f"feature kind {kind!r}: {', '.join(EXTRACTORS)}")
+    return np.asarray(want), extract(block, options), time.perf_counter() - t0
 
 
-def use_ray(parallel: str, work_s: float, address: str | None = None) -> bool:
-    """Whether to spread ``work_s`` estimated CPU seconds over Ray.
+EXTRACTORS: dict[str, Any] = {
+    "hog": lambda block, options: hog_features(block, **options),
+    "sift": lambda block, options: sift_all(block, **options),
+    "pixels": lambda block, options: block.astype(np.float32),
+}
 
-    ``auto``: when Ray is already initialised with more than one CPU and the work exceeds 2 s,
-    or when it is not and the work exceeds 30 s (worth starting an embedded Ray for);
-    ``ray``: always; ``local``: never.
-    """
-    if parallel not in ("auto", "ray", "local"):
-        raise ConfigError(f"parallel {parallel!r}: choose auto, ray or local")
-    if parallel == "local":
-        return False
-    import ray
-
-    if parallel == "auto" and work_s < (2.0 if ray.is_initialized() else 30.0):
-        return False
-    if not ray.is_initialized():
-        from cluster.connect import connect
-
-        connect(address)
-    return parallel == "ray" or ray.cluster_resources().get("CPU", 1) > 1
-
-
-# rough CPU seconds per 128 x 256 image, to decide whether Ray pays
+# rough CPU seconds per 128 x 256 image, to decide whether spreading the work pays
 COST_S = {"hog": 0.006, "sift": 0.2, "pixels": 0.0005}
 
 
+def work_s(kind: str, n_images: int, image_shape: tuple[int, ...]) -> float:
+    """Estimated CPU seconds to extract ``kind`` features of ``n_images`` images."""
+    return n_images * COST_S.get(kind, 0.01) * float(np.prod(image_shape)) / (128 * 256)
+
+
 def store_features(path: str | Path, indices: np.ndarray, kind: str, options: dict[str, Any] | None = None,
-                   parallel: str = "auto", address: str | None = None) -> tuple[Any, float]:
+                   executor: Executor | None = None) -> tuple[Any, float]:
     """Features of ``indices`` of the store at ``path`` in that order, and the CPU seconds spent.
 
     ``kind``: ``hog`` -> (N, F) array; ``sift`` -> list of (k_i, 131) key-point arrays; ``pixels`` -> (N, H, W).
+    One piece of work per store chunk, on ``executor`` (default: in this process).
     """
     from factory.store import DatasetStore
 
     st = DatasetStore.open(path)
     idx = np.asarray(indices, dtype=np.int64)
-    options = dict(options or {})
     by_chunk: dict[int, list[int]] = {}
     for i in idx:
         by_chunk.setdefault(int(i) // st.chunk, []).append(int(i))
     jobs = [(c * st.chunk, min((c + 1) * st.chunk, st.n_samples), np.unique(v)) for c, v in sorted(by_chunk.items())]
-    npx = float(np.prod(st.images.shape[1:])) / (128 * 256)
-    if len(jobs) > 1 and use_ray(parallel, len(idx) * COST_S.get(kind, 0.01) * npx, address):
-        import ray
-
-        task = ray.remote(num_cpus=1)(_chunk_task)
-        results = ray.get([task.remote(str(st.path), s, e, w, kind, options) for s, e, w in jobs])
-    else:
-        results = [_chunk_task(str(st.path), s, e, w, kind, options) for s, e, w in jobs]
+    executor = executor if executor is not None and len(jobs) > 1 else LocalExecutor()
+    results = executor.map(_chunk_task, jobs, shared=(str(st.path), kind, dict(options or {})), name="factory.features")
     where: dict[int, tuple[int, int]] = {}
     for r, (want, _, _) in enumerate(results):
         for j, i in enumerate(want):
@@ -202,5 +182,5 @@ def store_features(path: str | Path, indices: np.ndarray, kind: str, options: di
     return np.stack([results[where[int(i)][0]][1][where[int(i)][1]] for i in idx]), cpu_s
 
 
-__all__ = ["COST_S", "BagOfWords", "SIFT_COLS", "SIFT_DIM", "hog_cell", "hog_features", "sift_all", "sift_descriptors", "store_features",
-           "use_ray"]
+__all__ = ["COST_S", "EXTRACTORS", "BagOfWords", "SIFT_COLS", "SIFT_DIM", "hog_cell", "hog_features", "sift_all",
+           "sift_descriptors", "store_features", "work_s"]

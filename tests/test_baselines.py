@@ -48,10 +48,22 @@ def test_direct_comparison_finds_an_identical_reference():
     m = DirectMSE().fit(refs, labels)
     pick = [3, 17, 42]
     noisy = refs[pick] + rng.normal(0, 1.0, (3, 16, 32)).astype(np.float32)
-    assert np.array_equal(m.predict(noisy, parallel="local")["R"], labels["R"][pick])
+    assert np.array_equal(m.predict(noisy)["R"], labels["R"][pick])
     kp = [sift_descriptors(pmd_like(r, 2e14, shape=(64, 128), rng=rng)) for r in (2.0, 5.0, 7.5)]
     s = DirectSIFT(tolerance=0.05).fit(kp, {"R": np.array([2.0, 5.0, 7.5])})
-    assert np.array_equal(s.predict(kp, parallel="local")["R"], [2.0, 5.0, 7.5])  # each image matches itself best
+    assert np.array_equal(s.predict(kp)["R"], [2.0, 5.0, 7.5])  # each image matches itself best
+
+
+def test_methods_are_one_protocol_in_one_registry():
+    from models.baselines import FEATURES, METHODS, REGISTRY, Method, register
+    from models.baselines.methods import MSEComparison
+
+    assert set(REGISTRY) == set(METHODS) == set(FEATURES)
+    assert all(isinstance(m, Method) for m in REGISTRY.values())
+    assert {m: REGISTRY[m].more_references for m in ("mse", "mse+refs", "sift+refs")} == {
+        "mse": False, "mse+refs": True, "sift+refs": True}
+    with pytest.raises(ValueError, match="registered already"):
+        register(MSEComparison("mse", "again"))
 
 
 def test_every_method_reports_mae_and_times_and_beats_the_mean(stores, tmp_path):
@@ -93,7 +105,7 @@ def test_bad_inputs_are_refused_before_any_work(stores, tmp_path):
     with pytest.raises(ConfigError, match="unknown method"):
         Baselines(["knn"])
     # the command line: one line, exit status 2
-    proc = subprocess.run([sys.executable, "-m", "models.baselines_cli", "baselines", str(stores["train"]),
+    proc = subprocess.run([sys.executable, "-m", "factory.app.baselines", "baselines", str(stores["train"]),
                            str(small.path), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
     assert proc.returncode == 2 and len(errors) == 1 and "image sizes differ" in errors[0], proc.stderr

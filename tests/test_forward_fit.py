@@ -113,6 +113,7 @@ def test_app_c_errors_use_the_fundamental_domain():
 
 # -- the baselines' Ray paths (share this module's Ray) ------------------------------------------------
 def test_baselines_ray_tasks_give_the_same_features_and_comparisons(ray_local, tmp_path):
+    from factory.compute import DaskExecutor, RayExecutor
     from models.baselines import DirectMSE, evaluation_set, training_set
     from models.features import store_features
     from models.shifted_synthetic import make_pmd_store
@@ -120,12 +121,14 @@ def test_baselines_ray_tasks_give_the_same_features_and_comparisons(ray_local, t
     tr = make_pmd_store(tmp_path / "train.zarr", n=64, shape=(32, 64), seed=0, chunk=16)
     te = make_pmd_store(tmp_path / "test.zarr", n=32, shape=(32, 64), seed=1, chunk=16)
     train = training_set(tr.path, ["R"])
-    a, _ = store_features(train.path, train.indices, "hog", {"cell": (8, 16)}, parallel="local")
-    b, _ = store_features(train.path, train.indices, "hog", {"cell": (8, 16)}, parallel="ray")
+    ray = RayExecutor()
+    a, _ = store_features(train.path, train.indices, "hog", {"cell": (8, 16)})
+    b, _ = store_features(train.path, train.indices, "hog", {"cell": (8, 16)}, executor=ray)
     assert np.array_equal(a, b)
     m = DirectMSE().fit(train.images(), train.labels)
     x = evaluation_set(te.path, ["R"]).images()
-    assert np.array_equal(m.nearest(x, parallel="local"), m.nearest(x, parallel="ray"))
+    assert np.array_equal(m.nearest(x), m.nearest(x, ray))
+    assert np.array_equal(m.nearest(x), m.nearest(x, DaskExecutor(workers=2)))
 
 
 def test_store_images_raw_and_processed_find_their_simulator(tmp_path):
