@@ -104,13 +104,17 @@ def amplitude(density, params: MSFTParams, *, validate: bool = True, backend: Ba
     ``backend``: the :class:`~factory.backend.Backend` to compute with (default: the one
     ``params.backend`` names, with one thread).
     """
-    rho = user_density(density) if validate else np.asarray(density)
+    if validate:  # the per-slice maxima of the checks give the occupied slices for free
+        rho, zmax = user_density(density, return_zmax=True)
+    else:
+        rho, zmax = np.asarray(density), None
     check_grid(rho.shape, params)
     method = resolve_method(params.method)
     if method == "reference":
         return reference_amplitude(rho, params)
     be = backend_for(params, backend)
-    amp = transform.amplitude_array(rho[None], params, be, method=method)
+    zspan = None if zmax is None else be.nonzero_span(zmax > 0)
+    amp = transform.amplitude_array(rho[None], params, be, method=method, zspan=zspan)
     return be.to_numpy(amp)[0].astype(params.complex_dtype, copy=False)
 
 
