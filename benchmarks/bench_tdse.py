@@ -164,7 +164,7 @@ def main() -> None:
     args = ap.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# TDSE split-operator benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, FFT threads {fb.fftw_threads()}, numpy {np.__version__}, load average {load:.1f}")
+          f"{os.cpu_count()} CPUs, one FFT thread per process (Backend threads=1), numpy {np.__version__}, load average {load:.1f}")
     for preset in args.grids:
         g = Grid(**PRESETS[preset]["grid"])
         steps = args.steps or (40 if g.nx * g.ny < 1 << 21 else 5)

@@ -250,3 +250,25 @@ def load_config(
     if seed is not None:
         data["seed"] = seed
     return config_from_dict(data, source=str(spec))
+
+
+def resolve_simulator_config(kind: str, spec: Any = None) -> SimulatorConfig:
+    """The ``kind`` simulator's config from None (defaults), a config, a dict of its
+    ``simulator:`` section, a preset name (``"small"`` or ``"msft/small"``) or a YAML file."""
+    model = simulator_class(kind).config_model
+    if spec is None:
+        return model()
+    if isinstance(spec, model):
+        return spec
+    if isinstance(spec, dict):
+        try:
+            return model.model_validate(spec)
+        except ValidationError as exc:
+            raise ConfigError(f"{kind} config: {_format_validation(exc, 'simulator')}") from None
+    name = str(spec)
+    if "/" not in name and not name.endswith(".yaml") and not Path(name).exists():
+        name = f"{kind}/{name}"
+    cfg = load_config(name)
+    if cfg.kind != kind:
+        raise ConfigError(f"config {spec!r} is of kind {cfg.kind!r}, not {kind!r}")
+    return cfg.simulator

@@ -133,12 +133,12 @@ def test_baselines_ray_tasks_give_the_same_features_and_comparisons(ray_local, t
 
 def test_store_images_raw_and_processed_find_their_simulator(tmp_path):
     """The MSFT settings come from the store (or, for a processed store, its lineage); few iterations only."""
-    from factory.msft.simulator import resolve_config
+    from factory.config import resolve_simulator_config
     from factory.processing.steps import preprocess_store
     from factory.simulators import Coord
     from factory.store import DatasetStore
 
-    cfg = resolve_config("tiny")
+    cfg = resolve_simulator_config("msft", "tiny")
     fm = ForwardModel(cfg)
     images, truth = simulate_targets(fm, 2, seed=9)
     q = np.linspace(-0.23, 0.23, 64)

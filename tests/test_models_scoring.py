@@ -65,10 +65,11 @@ def test_transfer_freezes_layers_and_compares_three_models(tmp_path):
 
 def test_d4_augmentation_is_the_exact_pattern_of_the_rotated_particle():
     from factory.geometry import multiply, normalize
-    from factory.msft.simulator import pattern, resolve_config
+    from factory.config import resolve_simulator_config
+    from factory.msft.simulator import pattern
     from models.data import D4Augment, LabelScaling, d4_image, d4_quaternion
 
-    cfg = resolve_config("tiny").model_copy(update={"background": 0.0})
+    cfg = resolve_simulator_config("msft", "tiny").model_copy(update={"background": 0.0})
     q = normalize(np.array([0.95, 0.2, -0.1, 0.15]))
     base = pattern("icosahedron", 80.0, q, cfg).image
     for s in range(1, 8):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from ..backend import Backend
 from ..geometry.quaternions import from_rotation, normalize
 from ..geometry.symmetry import component_span, sample_fundamental
-from ..simulators.base import Coord, SimResult, Simulator, SimulatorConfig, rng_for
+from ..simulation import Coord, SimResult, Simulator, SimulatorConfig, rng_for
 from . import detector as det
 from .multislice import MSFTParams, amplitude, q_axis, resolve_method
 from .shapes import SHAPES, SYMMETRY, ShapeOptions, density
@@ -240,25 +240,16 @@ def pattern(
     return DetectorImage(img, y, x, diags)
 
 
-def resolve_config(config: MSFTConfig | str | dict | None) -> MSFTConfig:
-    """An MSFTConfig from a config, a dict of the ``simulator:`` section, or a preset name."""
+def resolve_config(config: MSFTConfig | dict | None) -> MSFTConfig:
+    """An MSFTConfig from a config or a dict of the ``simulator:`` section (a preset name or a
+    YAML file: :func:`factory.config.resolve_simulator_config`)."""
     if config is None:
         return MSFTConfig()
     if isinstance(config, MSFTConfig):
         return config
     if isinstance(config, dict):
         return MSFTConfig.model_validate(config)
-    if isinstance(config, (str, Path)):
-        from ..config import load_config
-
-        spec = str(config)
-        if "/" not in spec and not spec.endswith(".yaml") and not Path(spec).exists():
-            spec = f"msft/{spec}"
-        cfg = load_config(spec)
-        if cfg.kind != "msft":
-            raise ValueError(f"config {config!r} is of kind {cfg.kind!r}, not 'msft'")
-        return cfg.simulator  # type: ignore[return-value]
-    raise TypeError(f"config must be an MSFTConfig, dict, preset name or None; got {type(config).__name__}")
+    raise TypeError(f"config must be an MSFTConfig, a dict or None; got {type(config).__name__}")
 
 
 class MSFTSimulator(Simulator):

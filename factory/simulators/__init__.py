@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Coord, SimResult, Simulator, SimulatorConfig, rng_for
+from ..simulation import Coord, SimResult, Simulator, SimulatorConfig, rng_for
 
 # kind -> "module:Class".  A new kind is one line here.
 KINDS: dict[str, str] = {

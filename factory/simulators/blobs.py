@@ -14,7 +14,7 @@ import time
 import numpy as np
 from pydantic import Field, model_validator
 
-from .base import Coord, SimResult, Simulator, SimulatorConfig, rng_for
+from ..simulation import Coord, SimResult, Simulator, SimulatorConfig, rng_for
 
 
 class BlobsConfig(SimulatorConfig):

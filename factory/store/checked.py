@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import zarr
 
 from ..errors import StoreError
 from .schema import digest
-
-if TYPE_CHECKING:
-    from .dataset import DatasetStore
-
 
 class CheckedArray:
     """Read-only view of one array of a store opened for reading.
@@ -23,7 +19,7 @@ class CheckedArray:
     the store, the array and the samples.  Everything else is the wrapped zarr array's.
     """
 
-    def __init__(self, store: "DatasetStore", name: str, arr: zarr.Array, column: int | None):
+    def __init__(self, store: Any, name: str, arr: zarr.Array, column: int | None):
         self._store, self._name, self._arr, self._column = store, name, arr, column
 
     def __getattr__(self, key: str) -> Any:

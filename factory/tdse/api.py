@@ -71,13 +71,14 @@ def config_for(
     return make_config(preset, sampling=sampling, **overrides)
 
 
-def ground_state_for(cfg: TDSEConfig, molecule: str, R: float, alpha_deg: float) -> GroundState:
-    """Ground state of a molecule on ``cfg``'s grid (embedded in the full box)."""
+def ground_state_for(cfg: TDSEConfig, molecule: str, R: float, alpha_deg: float, backend=None) -> GroundState:
+    """Ground state of a molecule on ``cfg``'s grid (embedded in the full box); ``backend``: a
+    :class:`factory.backend.Backend` (its threads) or None for ``cfg.backend`` on one thread."""
     g = cfg.groundstate
     return molecule_ground_state(
         cfg.molecule(molecule), R, math.radians(alpha_deg), cfg.build_grid(),
         margin=g.margin, dtau=g.dtau, tol=g.tol, max_steps=g.max_steps, check_every=g.check_every,
-        backend=cfg.backend,
+        backend=backend or cfg.backend,
     )
 
 
@@ -107,13 +108,15 @@ def compute_pmds(
     cfg: TDSEConfig,
     runs: Sequence[dict[str, Any]],
     grounds: dict[tuple, GroundState] | None = None,
+    backend=None,
 ) -> list[PMDResult]:
     """PMDs of several runs propagated as one batch on one device.
 
     Each run is a dict with ``molecule``, ``R`` (a.u.), ``alpha`` (deg), ``intensity`` (W/cm^2)
     and ``cep`` (rad).  Runs sharing a geometry share the potential arrays and the ground
     state (``grounds`` caches them by :func:`geometry_key`); an intensity ladder is the
-    cheapest batch.
+    cheapest batch.  ``backend``: a :class:`factory.backend.Backend` (device, threads), else
+    ``cfg.backend`` on one thread.
     """
     t0 = time.perf_counter()
     _check_runs(cfg, runs)
@@ -122,7 +125,7 @@ def compute_pmds(
     keys = [geometry_key(r["molecule"], r["R"], r["alpha"]) for r in runs]
     for key in dict.fromkeys(keys):
         if key not in grounds:
-            grounds[key] = ground_state_for(cfg, *key)
+            grounds[key] = ground_state_for(cfg, *key, backend=backend)
     unique = list(dict.fromkeys(keys))
     pots = {k: potential(cfg.molecule(k[0]), k[1], math.radians(k[2]), grid.x, grid.y) for k in unique}
     if len(unique) == 1:
@@ -134,7 +137,7 @@ def compute_pmds(
     n_steps = cfg.n_steps()
     mask = absorbing_mask(grid, cfg.mask.radius, cfg.mask.beta)
     prop = Propagator(grid, V, psi0, cfg.dt, pulses, n_steps, mask, cfg.mask.every, collect=True,
-                      backend=cfg.backend, precision=cfg.precision, k_window=cfg.collect_window())
+                      backend=backend or cfg.backend, precision=cfg.precision, k_window=cfg.collect_window())
     prop.run(n_steps)
     amp = prop.amplitude()
     norms, absorbed = prop.norms(), prop.absorbed()

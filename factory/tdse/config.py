@@ -14,7 +14,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..simulators.base import SimulatorConfig
+from ..simulation import SimulatorConfig
 from .grid import Grid
 from .potentials import HEH_BETA, Centre, Molecule, h2plus, hehplus
 from .pulse import Pulse, max_momentum_needed

@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..backend import Backend
-from ..simulators.base import Coord, SimResult, Simulator, rng_for
+from ..simulation import Coord, SimResult, Simulator, rng_for
 from .api import compute_pmds, geometry_key
 from .config import TDSEConfig
 from .groundstate import GroundState
@@ -104,7 +104,7 @@ class TDSESimulator(Simulator):
             part = order[s : s + self.cfg.batch]
             grounds = {k: g for k, g in self._gs_cache.items()}
             with self.backend.activated():  # torch kernels on this instance's threads
-                pmds = compute_pmds(self.cfg, [runs[j] for j in part], grounds)
+                pmds = compute_pmds(self.cfg, [runs[j] for j in part], grounds, backend=self.backend)
             for key, gs in grounds.items():
                 self._remember(key, gs)
             for j, res in zip(part, pmds):

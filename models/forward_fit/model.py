@@ -39,12 +39,12 @@ class ForwardModel:
             self.group = group or "I"
             return
         from factory.msft.shapes import SHAPES, SYMMETRY
-        from factory.msft.simulator import resolve_config
+        from factory.config import resolve_simulator_config
 
         if shape not in SHAPES:
             raise ConfigError(f"shape {shape!r}: choose one of {', '.join(SHAPES)}")
         try:
-            cfg = resolve_config(config)
+            cfg = resolve_simulator_config("msft", config)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"forward model config {config!r}: {str(exc).splitlines()[0]}") from None
         if noiseless:
