@@ -1,7 +1,7 @@
 """Compute: where work runs (one executor seam) and the one block runner.
 
-- :mod:`.executor`: the :class:`Executor` protocol, :class:`LocalExecutor` and
-  :func:`resolve_executor` (the one ``parallel`` option of every algorithm).
+- :mod:`.executor`: the :class:`Executor` protocol and :class:`LocalExecutor`;
+  :mod:`.resolve`: :func:`resolve_executor` (the one ``parallel`` option of every algorithm).
 - :mod:`.ray_executor`: :class:`RayExecutor` (tasks, or long-lived actors that keep a
   simulator warm) and where Ray runs (:func:`connect`, :func:`probe`).
 - :mod:`.dask_executor`: :class:`DaskExecutor` (local threads or dask.distributed).
@@ -11,7 +11,8 @@ Ray and Dask are imported only when an executor of theirs is made.
 """
 
 from .blocks import TASK_NAME, BlockFn, BlockReport, BlockWriter, fill_missing_blocks
-from .executor import PARALLEL, Executor, LocalExecutor, Outcome, describe_error, resolve_executor
+from .executor import PARALLEL, Executor, LocalExecutor, Outcome, describe_error
+from .resolve import resolve_executor
 
 
 def __getattr__(name: str):  # RayExecutor / DaskExecutor without importing ray or dask up front
