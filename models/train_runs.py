@@ -103,7 +103,8 @@ def check_run_output(out: Path, *, resume: bool, overwrite: bool) -> tuple[bool,
                           "nothing to resume there")
     replace = overwrite or empty_dir(out)
     if not in_place:
-        check_replaceable(out, overwrite=replace, what="training run folder", recognise=is_run_folder)
+        check_replaceable(out, overwrite=replace, what="training run folder", recognise=is_run_folder,
+                          resumable=True)
     return in_place, replace
 
 
@@ -122,7 +123,8 @@ def start_attempt(out: Path, *, in_place: bool, replace: bool, config: dict[str,
         write_manifest(out, run_info)
         save_npy(out / "targets.npy", targets)
     else:
-        with staged_output(out, overwrite=replace, what="training run folder", recognise=is_run_folder) as tmp:
+        with staged_output(out, overwrite=replace, what="training run folder", recognise=is_run_folder,
+                           resumable=True) as tmp:
             tmp.mkdir()
             write_manifest(tmp, {"schema": RUN_SCHEMA, "version": MANIFEST_VERSION, "config": config,
                                  "attempts": [entry]})
