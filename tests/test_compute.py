@@ -135,3 +135,19 @@ def test_a_processing_step_gives_the_same_bytes_on_local_ray_and_dask(tmp_path, 
         for name in reports:
             assert every_array(tmp_path / f"{step}-{name}.zarr") == ref, (step, name)
     assert all(r.blocks_computed == 3 and r.samples == 6 for r in reports.values())
+
+
+def test_embedded_ray_runs_its_workers_at_the_drivers_priority(monkeypatch):
+    import ray
+
+    from factory.compute import ray_executor
+
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 1.0})
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}])
+    target = ray_executor.connect(num_cpus=2)
+    assert calls[-1]["_system_config"] == {"worker_niceness": 0} and calls[-1]["num_cpus"] == 2
+    assert target.describe() == "embedded local Ray: 1 node(s), 2 CPU(s), 1 GPU(s)"
