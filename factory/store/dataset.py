@@ -28,7 +28,6 @@ bytes (crc32c codec), altered coordinates, and swapped or copied chunks (the dig
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -40,11 +39,11 @@ import zarr
 
 from ..errors import StoreError
 from ..outputs import is_factory_zarr, staged_output, user_path
-from ..simulators import Coord
+from ..simulation import Coord
 from .checked import CheckedArray
+from .creation import validate_new, write_new_store
 from .integrity import IntegrityChecks
-from .schema import (ARRAY_CONFIG, ATTR, DIGESTS, MAX_DIGEST_ARRAYS, SCHEMA_VERSION, check_attrs, code_version,
-                     compressors, create_arrays, digest, is_int)
+from .schema import ARRAY_CONFIG, ATTR, DIGESTS, check_attrs, compressors, digest
 
 _WRITERS = ThreadPoolExecutor(8, thread_name_prefix="store-write")
 
@@ -105,94 +104,16 @@ class DatasetStore(IntegrityChecks):
         path = user_path(path)
         chunk = cls.validate_new(path, n_samples=n_samples, chunk=chunk, coords=coords, param_names=param_names,
                                  diagnostic_names=diagnostic_names, sample_arrays=sample_arrays, dtype=dtype)
-        dims = ["sample", *[c.name for c in coords]]
-        sample_arrays = dict(sample_arrays or {})
         with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr,
                            resumable=True) as tmp:
-            group = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)
-            create_arrays(group, n_samples=n_samples, chunk=chunk, coords=coords, dims=dims, dtype=dtype,
-                           param_names=param_names, diagnostic_names=diagnostic_names)
-            index = group.create_array(
-                "sample", shape=(n_samples,), chunks=(min(n_samples, 2**20),), dtype="int64",
-                compressors=compressors(), dimension_names=["sample"],
-            )
-            for s in range(0, n_samples, 2**20):  # O(chunks) memory, whatever the number of samples
-                index[s:min(s + 2**20, n_samples)] = np.arange(s, min(s + 2**20, n_samples))
-            digests = {}
-            for c in coords:
-                values = np.asarray(c.values, dtype=np.float64)
-                arr = group.create_array(
-                    c.name, shape=(len(values),), chunks=(len(values),), dtype="float64",
-                    compressors=compressors(), dimension_names=[c.name],
-                    attributes={"units": c.units, "long_name": c.long_name or c.name},
-                )
-                arr[:] = values
-                digests[c.name] = digest(0, values)
-            for name, (values, attrs) in sample_arrays.items():
-                values = np.asarray(values)
-                arr = group.create_array(
-                    name, shape=(n_samples,), chunks=(n_samples,), dtype=values.dtype,
-                    compressors=compressors(), dimension_names=["sample"], attributes=dict(attrs),
-                )
-                arr[:] = values
-                digests[name] = digest(0, values)
-            group.attrs[ATTR] = {
-                "schema_version": SCHEMA_VERSION,
-                "kind": kind,
-                "n_samples": n_samples,
-                "chunk": chunk,
-                "image_dims": dims,
-                "param_names": list(param_names),
-                "diagnostic_names": list(diagnostic_names),
-                "sample_arrays": list(sample_arrays),
-                "digests": digests,
-                "config": config or {},
-                "config_hash": config_hash,
-                "seed": seed,
-                "code_version": code_version(),
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "lineage": list(lineage),
-                **(extra_attrs or {}),
-            }
+            write_new_store(tmp, kind=kind, n_samples=n_samples, chunk=chunk, coords=coords,
+                            param_names=param_names, diagnostic_names=diagnostic_names,
+                            sample_arrays=sample_arrays, dtype=dtype, attrs={
+                                "config": config or {}, "config_hash": config_hash, "seed": seed,
+                                "lineage": list(lineage), **(extra_attrs or {})})
         return cls.open(path, mode="r+")
 
-    @staticmethod
-    def validate_new(
-        path: Path,
-        *,
-        n_samples: int,
-        chunk: int,
-        coords: tuple[Coord, ...],
-        param_names: list[str],
-        diagnostic_names: list[str] = (),
-        sample_arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] | None = None,
-        dtype: str = "float32",
-        **_: Any,
-    ) -> int:
-        """Every check :meth:`create` makes before writing anything; returns the chunk size."""
-        if not is_int(n_samples) or not is_int(chunk) or n_samples < 1 or chunk < 1:
-            raise StoreError(f"{path}: need n_samples >= 1 and chunk >= 1 (got {n_samples}, {chunk})")
-        chunk = min(chunk, n_samples)
-        shape = tuple(len(c.values) for c in coords)
-        nbytes_chunk = chunk * int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if nbytes_chunk > 2**31:
-            raise StoreError(f"{path}: one chunk would be {nbytes_chunk / 2**30:.1f} GiB; lower 'chunk'")
-        dims = ["sample", *[c.name for c in coords]]
-        sample_arrays = dict(sample_arrays or {})
-        names = [*dims, *sample_arrays, "images", "done", "params", "diagnostics", "integrity"]
-        if len(set(names)) != len(names) or len(set(param_names)) != len(param_names) \
-                or len(set(diagnostic_names)) != len(diagnostic_names):
-            raise StoreError(f"{path}: array names collide ({names}, {list(param_names)}, {list(diagnostic_names)})")
-        for name, (values, _) in sample_arrays.items():
-            if np.shape(values) != (n_samples,):
-                raise StoreError(f"{path}: per-sample array {name!r} has shape {np.shape(values)}, not ({n_samples},)")
-        for c in coords:
-            if not np.isfinite(np.asarray(c.values, dtype=np.float64)).all():
-                raise StoreError(f"{path}: coordinate {c.name!r} holds NaN/Inf")
-        n_chunked = 2 + len(param_names) + len(diagnostic_names)
-        if n_chunked > MAX_DIGEST_ARRAYS:
-            raise StoreError(f"{path}: {n_chunked} label arrays; at most {MAX_DIGEST_ARRAYS}")
-        return chunk
+    validate_new = staticmethod(validate_new)
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r", *, partial: bool = False) -> "DatasetStore":
