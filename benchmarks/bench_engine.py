@@ -59,9 +59,13 @@ def direct_loop(cfg) -> float:
     return time.perf_counter() - t0
 
 
+COMPUTE_S: list[float] = []  # the workers' own compute seconds of the last engine run
+
+
 def engine_run(cfg, out: Path, **kw) -> float:
     t0 = time.perf_counter()
-    generate(cfg, out, overwrite=True, progress=False, **kw)
+    rep = generate(cfg, out, overwrite=True, progress=False, **kw)
+    COMPUTE_S[:] = [rep.compute_s]
     return time.perf_counter() - t0
 
 
@@ -104,6 +108,7 @@ def speedup(tmp: Path, cfg, rounds: int) -> dict:
         "tasks, 2 workers": lambda out: engine_run(cfg, out, workers=2),
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
+    compute: dict[str, list[float]] = {k: [] for k in variants if k != "direct loop"}
     loads: list[float] = []
     for r in range(rounds):
         for k, run in variants.items():
@@ -112,13 +117,18 @@ def speedup(tmp: Path, cfg, rounds: int) -> dict:
             after = load()
             loads += [before, after]
             times[k].append(t)
-            print(f"round {r + 1}/{rounds}  {k:<18} {t:7.2f} s   load {before:.2f} -> {after:.2f}", flush=True)
+            inside = ""
+            if k in compute:
+                compute[k].append(COMPUTE_S[0])
+                inside = f" (blocks computed {COMPUTE_S[0]:6.2f} s in the workers)"
+            print(f"round {r + 1}/{rounds}  {k:<18} {t:7.2f} s{inside}   load {before:.2f} -> {after:.2f}", flush=True)
     for ex in pools.values():
         ex.close()
     ratio = {m: [a / b for a, b in zip(times[f"{m}, 1 worker"], times[f"{m}, 2 workers"])] for m in ("actors", "tasks")}
     return {
         "config": {"kind": cfg.kind, "samples": cfg.samples, "chunk": cfg.chunk},
         "seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
+        "worker_compute_seconds": {k: [round(t, 2) for t in v] for k, v in compute.items()},
         "speedup_1_to_2": {m: {"per_round": [round(x, 3) for x in v], "median": round(statistics.median(v), 3)}
                            for m, v in ratio.items()},
         "engine_vs_direct_1_worker": round(statistics.median(times["actors, 1 worker"]) /
