@@ -15,7 +15,6 @@ fill a store block by block.  Each worker builds its simulator once, with ``thre
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +41,7 @@ def build_simulator(config: GenerateConfig, threads: int = 1) -> Simulator:
     key = (config.kind, config.simulator.model_dump_json(), int(threads))
     sim = _SIMULATORS.get(key)
     if sim is None:
-        cls = simulator_class(config.kind)
-        takes_threads = "threads" in inspect.signature(cls).parameters
-        sim = cls(config.simulator, threads=int(threads)) if takes_threads else cls(config.simulator)
+        sim = simulator_class(config.kind)(config.simulator, threads=int(threads))
         _SIMULATORS[key] = sim
     return sim
 

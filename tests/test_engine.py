@@ -68,17 +68,13 @@ def test_tasks_actors_and_local_executors_write_identical_stores(tmp_path, ray_l
 
 
 def test_simulator_gets_its_thread_count_not_the_environment(monkeypatch):
-    import inspect
     import os
-
-    from factory.simulators import simulator_class
 
     monkeypatch.delenv("FACTORY_FFT_THREADS", raising=False)
     cfg = load_config("blobs/tiny")
     sim = build_simulator(cfg, threads=3)
     assert build_simulator(cfg, threads=3) is sim and build_simulator(cfg, threads=1) is not sim
-    if "threads" in inspect.signature(simulator_class("blobs")).parameters:
-        assert sim.threads == 3
+    assert sim.threads == 3
     compute_block(cfg, 0, 4, threads=3)
     assert "FACTORY_FFT_THREADS" not in os.environ
 
