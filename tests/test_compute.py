@@ -151,3 +151,25 @@ def test_embedded_ray_runs_its_workers_at_the_drivers_priority(monkeypatch):
     target = ray_executor.connect(num_cpus=2)
     assert calls[-1]["_system_config"] == {"worker_niceness": 0} and calls[-1]["num_cpus"] == 2
     assert target.describe() == "embedded local Ray: 1 node(s), 2 CPU(s), 1 GPU(s)"
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A block function that fails every block with ``error``."""
+
+    error: type
+
+    def __call__(self, start, stop):
+        raise self.error(f"chunk at {start} unreadable (injected)")
+
+
+def test_a_processing_step_raises_its_own_errors_in_one_line_and_bugs_as_they_are(tmp_path):
+    from factory.errors import StoreError
+    from factory.processing.runner import run_blocks
+
+    st = ramp_store(tmp_path / "r.zarr")
+    with pytest.raises(StoreError, match=r"4 of 4 chunks failed, 0/16 samples done; first: block \[\d+, \d+\): "
+                                         r"chunk at \d+ unreadable"):
+        run_blocks(st, Broken(StoreError), "ramp", executor=LocalExecutor(), progress=False)
+    with pytest.raises(ZeroDivisionError, match="unreadable"):  # a bug keeps its type and traceback
+        run_blocks(st, Broken(ZeroDivisionError), "ramp", executor=LocalExecutor(), progress=False)
