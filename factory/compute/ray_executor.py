@@ -78,7 +78,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, *, probe=pr
             probe(address)
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, configure_logging=False,
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                     configure_logging=False,
                      _system_config={"worker_niceness": WORKER_NICENESS})
     res = ray.cluster_resources()
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
@@ -168,11 +169,11 @@ class RayExecutor(ExecutorBase):
                                          max_retries=self.max_retries, retry_exceptions=False, name=name)
 
     # -- actors --------------------------------------------------------------------------------
-    def _actor_class(self):
+    def _actor_class(self, **options):
         import ray
 
         return ray.remote(FactoryWorker).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
-                                                 max_restarts=0, max_task_retries=0)
+                                                 max_restarts=0, max_task_retries=0, **options)
 
     def actors(self) -> list[Any]:
         """The actor pool, started on first use and kept until :meth:`close`."""
@@ -180,15 +181,15 @@ class RayExecutor(ExecutorBase):
             return self._actors
         import ray
 
-        cls = self._actor_class()
         if self.per == "node":
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-            self._actors = [cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=True)).remote()
+            self._actors = [self._actor_class(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=True)).remote()
                             for n in nodes]
             self.slots = len(self._actors)
         else:
+            cls = self._actor_class()
             self._actors = [cls.remote() for _ in range(self.slots)]
         return self._actors
 
