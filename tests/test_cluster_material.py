@@ -55,7 +55,7 @@ def test_connect_prefers_explicit_address_then_env(monkeypatch):
     assert calls[-1]["address"] == "head:6379" and "Ray cluster at head:6379" in t.describe()
     monkeypatch.delenv("RAY_ADDRESS")
     t = cc.connect(num_cpus=2)
-    assert "address" not in calls[-1] and calls[-1]["num_cpus"] == 2 and t.address is None
+    assert calls[-1]["address"] == "local" and calls[-1]["num_cpus"] == 2 and t.address is None  # a new local Ray
     assert probed == ["10.0.0.1:6379", "head:6379"]  # each address is probed before ray.init
 
 

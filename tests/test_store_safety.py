@@ -263,7 +263,9 @@ def test_preprocessed_store_is_created_with_its_split_or_not_at_all(tmp_path, mo
     monkeypatch.undo()
     assert not out.exists() and siblings(out) == ["s.zarr"]
     preprocess_store([src], out, mode="scatter", progress=False)
-    assert DatasetStore.open(out).split_codes() is not None
+    made = DatasetStore.open(out)
+    assert made.split_codes() is not None  # with its split, and its attributes kept beside it
+    assert made.meta["preprocessing"]["name"] == "scatter" and made.meta["lineage"][0]["kind"] == "blobs"
     shutil.rmtree(out / "split")  # a split the attributes promise but that is gone
     with pytest.raises(StoreError, match="array 'split' is missing"):
         DatasetStore.open(out)

@@ -79,11 +79,11 @@ def write_new_store(tmp: Path, *, kind: str, n_samples: int, chunk: int, coords:
         )
         arr[:] = values
         digests[c.name] = digest(0, values)
-    for name, (values, attrs) in sample_arrays.items():
+    for name, (values, array_attrs) in sample_arrays.items():
         values = np.asarray(values)
         arr = group.create_array(
             name, shape=(n_samples,), chunks=(n_samples,), dtype=values.dtype,
-            compressors=compressors(), dimension_names=["sample"], attributes=dict(attrs),
+            compressors=compressors(), dimension_names=["sample"], attributes=dict(array_attrs),
         )
         arr[:] = values
         digests[name] = digest(0, values)
