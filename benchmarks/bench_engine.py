@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -36,16 +35,7 @@ from factory.compute import RayExecutor
 from factory.compute.ray_executor import WORKER_NICENESS
 from factory.config import load_config
 from factory.engine import compute_block, generate
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
 
 
 def load() -> float:

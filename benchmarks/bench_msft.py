@@ -48,6 +48,7 @@ from factory.backend import Backend, has_cuda  # noqa: E402
 from factory.geometry import sample_fundamental  # noqa: E402
 from factory.msft.multislice import MSFTParams, amplitude, relative_difference  # noqa: E402
 from factory.msft.shapes import density  # noqa: E402
+from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
 
 N, VOXEL, PAD, CROP = 192, 318.75 / 192, 512, 128
 BEFORE = "d32a23f"  # the last revision with the two MSFT implementations (multislice.py, torch_msft.py)
@@ -193,16 +194,6 @@ def bench_gpu(batch: int, rounds: int) -> dict | None:
         print(f"GPU {torch.cuda.get_device_name()}: {method}: {out[method]:.0f} paper-grid images/s "
               f"(batch {batch}, voxelise + MSFT + copy back)", flush=True)
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def summarise(rows, keys) -> dict:
