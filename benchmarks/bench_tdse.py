@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from factory import backend as fb
-from factory.tdse.config import PRESETS, make_config
+from factory.tdse.config import PRESETS, make_config, preset_values
 from factory.tdse.grid import Grid
 from factory.tdse.mask import absorbing_mask
 from factory.tdse.potentials import h2plus, potential
@@ -40,7 +40,7 @@ from factory.tdse.pulse import Pulse
 
 
 def build(preset: str, backend: str, precision: str = "double", every: int = 1):
-    p = PRESETS[preset]
+    p = preset_values(preset)
     g = Grid(**p["grid"])
     V = potential(h2plus(), 2.0, 0.0, g.x, g.y)
     psi0 = np.exp(-0.5 * (g.x[None, :] ** 2 + g.y[:, None] ** 2)).astype(np.complex128)
@@ -166,7 +166,7 @@ def main() -> None:
     print(f"# TDSE split-operator benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, one FFT thread per process (Backend threads=1), numpy {np.__version__}, load average {load:.1f}")
     for preset in args.grids:
-        g = Grid(**PRESETS[preset]["grid"])
+        g = Grid(**preset_values(preset)["grid"])
         steps = args.steps or (40 if g.nx * g.ny < 1 << 21 else 5)
         if args.modes:
             res = bench_modes(preset, steps, args.repeats, args.backends[0])

@@ -25,48 +25,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .config_files import configs_dir, format_validation_error, load_yaml, one_line, read_yaml
 from .errors import ConfigError
 from .simulators import SimulatorConfig, simulator_class
 
 SIZES = ("paper", "small", "tiny")
-MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; refuse anything past 1 MiB unread
-MAX_YAML_DEPTH = 64  # nesting of lists/mappings in one config
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """SafeLoader without anchors and aliases (a nested-alias "billion laughs" file expands
-    exponentially) and with bounded nesting; both become a YAMLError naming the line."""
-
-    def compose_node(self, parent, index):
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.MarkedYAMLError(problem="anchors (&name) and aliases (*name) are not allowed in configs; "
-                                       "write the values out", problem_mark=event.start_mark)
-        self._depth = getattr(self, "_depth", 0) + 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_YAML_DEPTH} levels deep",
-                                           problem_mark=event.start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def configs_dir() -> Path:
-    """The folder holding the presets: the repository's ``configs/`` or the installed copy."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "configs", here / "_configs"):
-        if candidate.is_dir():
-            return candidate
-    raise ConfigError("cannot find the configs/ folder of presets (broken installation?)")
 
 
 class GenerateConfig(BaseModel):
@@ -98,22 +61,6 @@ class GenerateConfig(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _format_validation(exc: ValidationError, prefix: str = "") -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {loc!r}")
-        elif err["type"] == "missing":
-            parts.append(f"missing key {loc!r}")
-        elif not err["loc"]:  # a check across keys: its message names them, the whole section is noise
-            parts.append(f"{loc}: {msg}" if loc else msg)
-        else:
-            parts.append(f"{loc} = {err.get('input')!r}: {msg}")
-    return _one_line("; ".join(parts))
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=3`` -> (['a', 'b'], 3); the value is parsed as YAML (numbers, lists, bools)."""
     if "=" not in text:
@@ -123,9 +70,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(path):
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = _load_yaml(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        problem = _one_line(getattr(exc, "problem", None) or exc)
+        problem = one_line(getattr(exc, "problem", None) or exc)
         raise ConfigError(f"override {text!r}: value is not valid YAML ({problem})") from None
     return path, value
 
@@ -169,32 +116,6 @@ def list_presets() -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob("*/*.yaml"))
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping in a YAML config file: at most MAX_CONFIG_BYTES of UTF-8, no aliases."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
-    try:
-        data = _load_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = _one_line(getattr(exc, "problem", None) or exc)
-        raise ConfigError(f"{path}:{where} malformed YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
-    return data
-
-
 def config_from_dict(data: dict[str, Any], source: str = "config") -> GenerateConfig:
     """Validate a plain dict (e.g. read back from a store) into a GenerateConfig."""
     if not isinstance(data, dict):
@@ -212,11 +133,11 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> GenerateCo
     try:
         sim_cfg = sim_cls.config_model.model_validate(sim_raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_format_validation(exc, 'simulator')}") from None
+        raise ConfigError(f"{source}: {format_validation_error(exc, 'simulator')}") from None
     try:
         cfg = GenerateConfig.model_validate({**data, "simulator": sim_cfg})
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_format_validation(exc)}") from None
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
     key = _non_finite({**cfg.model_dump(exclude={"simulator"}), "simulator": cfg.simulator.model_dump()})
     if key is not None:
         raise ConfigError(f"{source}: {key[0]} = {key[1]!r}: every number in a config must be finite (no NaN or Inf)")
@@ -264,7 +185,7 @@ def resolve_simulator_config(kind: str, spec: Any = None) -> SimulatorConfig:
         try:
             return model.model_validate(spec)
         except ValidationError as exc:
-            raise ConfigError(f"{kind} config: {_format_validation(exc, 'simulator')}") from None
+            raise ConfigError(f"{kind} config: {format_validation_error(exc, 'simulator')}") from None
     name = str(spec)
     if "/" not in name and not name.endswith(".yaml") and not Path(name).exists():
         name = f"{kind}/{name}"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from factory.config import _format_validation, apply_overrides, configs_dir, read_yaml
+from factory.config import apply_overrides, configs_dir, format_validation_error, read_yaml
 from factory.errors import ConfigError
 
 
@@ -141,7 +141,7 @@ def config_from_dict(data: dict[str, Any], source: str = "training config") -> T
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_format_validation(exc)}") from None
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
 
 
 def load_train_config(spec: str | Path, overrides: list[str] | None = None) -> TrainConfig:

@@ -13,6 +13,7 @@ from factory.config import configs_dir, load_config
 from factory.errors import ConfigError
 from factory.simulators import rng_for, simulator_class
 from factory.tdse import PRESETS, TDSEConfig, ground_state, make_config, momentum_distribution
+from factory.tdse.config import preset_values
 from factory.app.tdse import app
 
 
@@ -35,7 +36,7 @@ def test_yaml_presets_validate_and_match_python_presets(name):
     assert cfg.kind == "tdse"
     sim = cfg.simulator
     raw = yaml.safe_load((configs_dir() / "tdse" / f"{name}.yaml").read_text())["simulator"]
-    for key, value in PRESETS[sim.preset].items():
+    for key, value in preset_values(sim.preset).items():
         if key in raw and name in PRESETS:  # the size presets spell out the preset they name
             got = getattr(sim, key)
             assert (got.model_dump() if hasattr(got, "model_dump") else got) == value, key

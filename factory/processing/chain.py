@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config import _format_validation, read_yaml
+from ..config import format_validation_error, read_yaml
 from ..errors import ConfigError
 from . import steps
 
@@ -81,7 +81,7 @@ def load_chain(path: str | Path) -> list[tuple[str, BaseModel]]:
         try:
             out.append((name, STEP_MODELS[name].model_validate(opts or {})))
         except ValidationError as exc:
-            raise ConfigError(f"{path}: {_format_validation(exc, f'steps[{i}].{name}')}") from None
+            raise ConfigError(f"{path}: {format_validation_error(exc, f'steps[{i}].{name}')}") from None
     return out
 
 

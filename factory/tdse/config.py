@@ -14,6 +14,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..config_files import format_validation_error, simulator_preset
 from ..simulation import SimulatorConfig
 from .grid import Grid
 from .potentials import HEH_BETA, Centre, Molecule, h2plus, hehplus
@@ -24,37 +25,16 @@ BUILTIN_MOLECULES = ("H2+", "HeH+")
 #: velocity gauge the bound state's canonical momenta shift by -A(t), so the grid must hold A_max + this
 BOUND_MOMENTUM = 3.0
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # Shvetsov-Shilovski & Lein, PRA 2023, Sec. II B:
-    # x in [-400, 400], y in [-200, 200], 4096 x 2048, dt = 0.0184, rb = 150
-    "paper": {
-        "grid": {"nx": 4096, "ny": 2048, "x_max": 400.0, "y_max": 200.0},
-        "dt": 0.0184,
-        "t_end": 4.0,
-        "mask": {"radius": 150.0, "beta": 1.0e-4, "every": 1},
-        "k_out": 3.0,
-        "batch": 10,
-    },
-    # minutes per PMD on one laptop core: dx = 0.5, box [-200, 200] x [-100, 100]; the mask
-    # absorbs at about the paper's rate per unit time (beta / dt = 6.3e-3 vs 5.4e-3)
-    "small": {
-        "grid": {"nx": 800, "ny": 400, "x_max": 200.0, "y_max": 100.0},
-        "dt": 0.08,
-        "t_end": 4.0,
-        "mask": {"radius": 75.0, "beta": 5.0e-4, "every": 1},
-        "k_out": 3.0,
-        "batch": 4,
-    },
-    # seconds per PMD (tests, quickstart): dx = 0.6, box [-48, 48]^2, to 2 t_f
-    "tiny": {
-        "grid": {"nx": 160, "ny": 160, "x_max": 48.0, "y_max": 48.0},
-        "dt": 0.1,
-        "t_end": 2.0,
-        "mask": {"radius": 38.0, "beta": 0.01, "every": 1},
-        "k_out": 3.0,
-        "batch": 4,
-    },
-}
+#: the size presets; their numbers live only in ``configs/tdse/<name>.yaml`` (``simulator:`` section):
+#: ``paper`` is Shvetsov-Shilovski & Lein, PRA 107, 033106 (2023), Sec. II B
+PRESETS = ("paper", "small", "tiny")
+#: what a preset fixes: the numerics, not the dataset's sampling ranges
+NOT_FROM_PRESET = ("preset", "sampling")
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The numerics of the preset ``name`` (grid, time step, mask, ...), read from its YAML file."""
+    return simulator_preset("tdse", name, exclude=NOT_FROM_PRESET)
 
 
 class _Model(BaseModel):
@@ -179,7 +159,7 @@ class TDSEConfig(SimulatorConfig):
         name = data.get("preset", "small")
         if not isinstance(name, str) or name not in PRESETS:
             return data  # the Literal check reports it
-        return _merge(PRESETS[name], data)
+        return _merge(preset_values(name), data)
 
     @model_validator(mode="after")
     def _check(self) -> "TDSEConfig":
@@ -282,23 +262,6 @@ def check_physics(cfg: TDSEConfig) -> None:
     if extent + 5.0 > half:
         raise ValueError(f"the molecule (R_max/2 = {extent:.3g} a.u.) does not fit in the box "
                          f"(half-width {half} a.u.)")
-
-
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line naming each bad key, its value and the rule."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {loc!r}")
-        elif err["type"] == "missing":
-            parts.append(f"missing key {loc!r}")
-        elif loc:
-            parts.append(f"{loc} = {err.get('input')!r}: {msg}")
-        else:
-            parts.append(msg)
-    return "; ".join(parts)
 
 
 def make_config(preset: str = "small", **overrides: Any) -> TDSEConfig:
