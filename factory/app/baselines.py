@@ -1,6 +1,6 @@
 """Command line of the classical baselines, the comparison table, forward fitting and explanations.
 
-``register(app)`` adds the commands at the top level of another Typer app::
+``COMMANDS`` are added at the top level of another Typer app::
 
     factory baselines TRAIN_STORE [TEST_STORE] --methods mse,sift,svr-hog,dt-hog,xgb-hog,svr-sift --label R --out DIR
     factory table CONFIG.yaml --out DIR              (or --train/--test/--shifted/--cnn/--transfer, or --synthetic)
@@ -259,12 +259,7 @@ COMMANDS = [
 ]
 
 
-def register(target: typer.Typer) -> typer.Typer:
-    """Add the commands at the top level of ``target`` (``factory baselines ...``)."""
-    return register_commands(target, COMMANDS)
-
-
-register(app)
+register_commands(app, COMMANDS)  # main.py adds the same COMMANDS at the top level of `factory`
 
 if __name__ == "__main__":  # pragma: no cover
     app()

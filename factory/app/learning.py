@@ -1,6 +1,6 @@
 """Command line of the learning half: train, evaluate, transfer, learning-curve, export, fig5.
 
-Each command calls one library function.  ``register(app)`` adds the commands at the top
+Each command calls one library function.  ``COMMANDS`` are added at the top
 level of another Typer app (``factory train ...``); ``app`` holds them too (``python -m
 factory.app.learning ...``).  Heavy imports (torch, Ray) happen inside the commands.
 """
@@ -205,12 +205,7 @@ COMMANDS = [
 ]
 
 
-def register(target: typer.Typer) -> typer.Typer:
-    """Add the commands at the top level of ``target`` (``factory train CONFIG ...``)."""
-    return register_commands(target, COMMANDS)
-
-
-register(app)
+register_commands(app, COMMANDS)  # main.py adds the same COMMANDS at the top level of `factory`
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -154,11 +154,11 @@ def _mount_subcommands() -> None:
     from factory.app.tdse import app as tdse_app
 
     app.add_typer(tdse_app, name="tdse")
-    from factory.app.baselines import register as register_baselines
-    from factory.app.learning import register as register_models
+    from factory.app import baselines, learning
+    from factory.app.common import register_commands
 
-    register_models(app)
-    register_baselines(app)
+    register_commands(app, learning.COMMANDS)
+    register_commands(app, baselines.COMMANDS)
     from factory.app.predict import app as predict_app
 
     app.add_typer(predict_app, name="predict")
