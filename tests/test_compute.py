@@ -1,14 +1,15 @@
 """The executor seam and the one block runner: the same bytes on every executor, failures per block."""
 
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from factory.compute import (BlockReport, DaskExecutor, Executor, LocalExecutor, RayExecutor, fill_missing_blocks,
-                             resolve_executor)
+from factory.compute import (BlockReport, DaskExecutor, Executor, LocalExecutor, RayExecutor, ReplicaPool,
+                             fill_missing_blocks, resolve_executor)
 from factory.errors import ClusterError, ConfigError, GenerationError
 from factory.processing.steps import focal_average_store, preprocess_store
 from factory.simulators import Coord
@@ -65,6 +66,80 @@ def test_unreachable_dask_scheduler_fails_fast_in_one_line():
         with pytest.raises(ClusterError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
             DaskExecutor(f"tcp://127.0.0.1:{port}")
         assert time.perf_counter() - t0 < 5
+
+
+# -- replica pools ---------------------------------------------------------------------------
+class Tally:
+    """A stateful replica: a running total that refuses to be used by two threads at once."""
+
+    def __init__(self, start):
+        self.total, self.threads, self.busy = start, set(), False
+
+    def add(self, x):
+        assert not self.busy, "used by two threads at once"
+        self.busy = True
+        self.threads.add(threading.get_ident())
+        time.sleep(0.002)
+        self.total += x
+        self.busy = False
+        return self.total
+
+    def fail(self):
+        raise ValueError("refused (injected)")
+
+
+def replica_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("replica-")]
+
+
+@pytest.mark.parametrize("make", [lambda: LocalExecutor(), lambda: DaskExecutor(workers=2)], ids=["local", "dask-threads"])
+def test_local_replicas_keep_state_one_thread_each_and_hand_back_failures(make):
+    with make() as ex, ex.replicas(Tally, (0,), 1) as one:  # one replica: its calls run in the order submitted
+        assert [f.result(timeout=10) for f in [one.submit("add", 1) for _ in range(20)]] == list(range(1, 21))
+    with make() as ex, ex.replicas(Tally, (100,), 2) as pool:
+        assert isinstance(pool, ReplicaPool) and len(pool) == 2 and pool.gpus_per_replica == 0
+        totals = [f.result(timeout=10) for f in [pool.submit("add", 1) for _ in range(40)]]
+        calls = [o.total - 100 for o in pool.objects]
+        assert sum(calls) == 40 and min(calls) > 0  # the least busy replica is picked: both work
+        assert sorted(totals) == sorted([*range(101, 101 + calls[0]), *range(101, 101 + calls[1])])
+        for o in pool.objects:  # each object served by its own single thread, never two at once
+            assert len(o.threads) == 1
+        assert len({next(iter(o.threads)) for o in pool.objects}) == 2
+        failed = pool.submit("fail")
+        with pytest.raises(ValueError, match="refused"):
+            failed.result(timeout=10)
+        assert pool.submit("add", 0).result(timeout=10) in {o.total for o in pool.objects}  # still serving
+        assert len(replica_threads()) == 2
+    assert not replica_threads()  # close() stopped the threads
+    with pytest.raises(RuntimeError):
+        pool.submit("add", 1)
+
+
+def test_replicas_on_dask_distributed_are_a_clear_error():
+    ex = DaskExecutor(workers=1)
+    ex._client = object()  # as if at an address: no stateful replicas there
+    with pytest.raises(ConfigError, match="model replicas cannot run on dask.distributed"):
+        ex.replicas(Tally, (0,), 1)
+    ex._client = None
+
+
+def test_ray_replicas_are_actors_with_state_and_their_own_errors(ray_local):
+    import ray
+
+    with RayExecutor() as ex, ex.replicas(list, ([1, 2],), 2) as pool:  # list: a class Ray's workers can import
+        assert len(pool) == 2 and pool.gpus_per_replica == 0 and "2 Ray actor replica(s), CPU each" == pool.describe()
+        first, second = pool.submit("append", 3), pool.submit("append", 4)  # one on each replica
+        assert first.result(timeout=60) is None and second.result(timeout=60) is None
+        copies = sorted(pool.submit("copy").result(timeout=60) for _ in range(2))
+        assert copies == [[1, 2, 3], [1, 2, 4]]
+        bad = pool.submit("index", 99)
+        with pytest.raises(ValueError, match="99 is not in list") as info:
+            bad.result(timeout=60)
+        assert not isinstance(info.value, ray.exceptions.RayError)  # the method's own exception
+        actors = list(pool.actors)
+    assert not pool.actors
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actors[0].call.remote("copy"), timeout=60)
 
 
 # -- the block runner ----------------------------------------------------------------------

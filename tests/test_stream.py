@@ -68,9 +68,9 @@ def results(path):
     return {k: g[k][:] for k in ("frame_id", "latency_ms", "R", "intensity")}
 
 
-def run_stream(model_dir, source, tmp_path, name="out.zarr", **opts):
+def run_stream(model_dir, source, tmp_path, name="out.zarr", executor=None, **opts):
     sink = ZarrSink(tmp_path / name, ["R", "intensity"], {})
-    summary = StreamPredictor(str(model_dir), source, [sink], StreamOptions(**opts)).run()
+    summary = StreamPredictor(str(model_dir), source, [sink], StreamOptions(**opts), executor=executor).run()
     return summary, results(tmp_path / name)
 
 
@@ -189,6 +189,21 @@ def test_wait_mode_drops_nothing_and_replicas_keep_order(model_dir, tmp_path, ra
     np.testing.assert_array_equal(res["frame_id"], np.arange(120))
     ref = offline(model_dir, [raw_frame(i) for i in range(120)])
     np.testing.assert_allclose(res["R"], ref["R"], rtol=1e-4)
+
+
+def test_replicas_on_any_executor_predict_what_the_threads_do(model_dir, tmp_path):
+    from factory.compute import LocalExecutor
+
+    st = make_raw_store(tmp_path / "raw.zarr", 50)
+    opts = dict(batch_size=4, max_latency_ms=0, optimize="none")
+    threads, ref = run_stream(model_dir, ReplaySource(st.path), tmp_path, "t.zarr", **opts)
+    summary, res = run_stream(model_dir, ReplaySource(st.path), tmp_path, "r.zarr", executor=LocalExecutor(),
+                              replicas=2, **opts)
+    assert threads["predicted"] == summary["received"] == summary["predicted"] == 50 and summary["balanced"]
+    assert not summary["rejected"] and not summary["dropped"] and summary["pending"] == 0
+    np.testing.assert_array_equal(res["frame_id"], np.arange(50))
+    for k in ("R", "intensity"):
+        np.testing.assert_allclose(res[k], ref[k], rtol=1e-5)
 
 
 def test_cli_replay_and_errors(model_dir, tmp_path):

@@ -5,6 +5,8 @@
 - :mod:`.ray_executor`: :class:`RayExecutor` (tasks, or long-lived actors that keep a
   simulator warm) and where Ray runs (:func:`connect`, :func:`probe`).
 - :mod:`.dask_executor`: :class:`DaskExecutor` (local threads or dask.distributed).
+- :mod:`.replicas`: :class:`ReplicaPool`, ``n`` long-lived copies of a stateful object (a model)
+  made by ``executor.replicas(...)``: threads of this process, or Ray actors.
 - :mod:`.blocks`: :func:`fill_missing_blocks`, used by generation and every processing step.
 
 Ray and Dask are imported only when an executor of theirs is made.
@@ -12,6 +14,7 @@ Ray and Dask are imported only when an executor of theirs is made.
 
 from .blocks import TASK_NAME, BlockFn, BlockReport, BlockWriter, fill_missing_blocks
 from .executor import PARALLEL, Executor, LocalExecutor, Outcome, describe_error
+from .replicas import LocalReplicaPool, ReplicaPool
 from .resolve import resolve_executor
 
 
@@ -28,4 +31,5 @@ def __getattr__(name: str):  # RayExecutor / DaskExecutor without importing ray 
 
 
 __all__ = ["PARALLEL", "TASK_NAME", "BlockFn", "BlockReport", "BlockWriter", "DaskExecutor", "Executor",
-           "LocalExecutor", "Outcome", "RayExecutor", "describe_error", "fill_missing_blocks", "resolve_executor"]
+           "LocalExecutor", "LocalReplicaPool", "Outcome", "RayExecutor", "ReplicaPool", "describe_error",
+           "fill_missing_blocks", "resolve_executor"]

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 from .executor import ExecutorBase, Outcome, _run
+from .replicas import LocalReplicaPool, ReplicaPool
 
 
 class DaskExecutor(ExecutorBase):
@@ -53,6 +54,12 @@ class DaskExecutor(ExecutorBase):
             if warm is not None:
                 warm()
             yield from self._threads(fn, items, shared, name)
+
+    def replicas(self, factory, args, n, *, gpus_per_replica=None) -> ReplicaPool:
+        """In this process on Dask's local threads (one thread each); not on a dask.distributed cluster."""
+        if self._client is None:
+            return LocalReplicaPool(factory, args, n)
+        return super().replicas(factory, args, n, gpus_per_replica=gpus_per_replica)
 
     def _distributed(self, fn, items, shared, name) -> Iterator[Outcome]:
         from distributed import as_completed

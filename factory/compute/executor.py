@@ -14,7 +14,8 @@ Implementations (every algorithm receives one; none imports Ray or Dask itself):
   dask.distributed scheduler at an address.
 
 :func:`resolve_executor` turns the one user-facing option (``parallel``: ``auto``, ``local``,
-``ray`` or ``dask``, plus an address) into an executor.
+``ray`` or ``dask``, plus an address) into an executor.  ``executor.replicas(...)`` keeps ``n``
+long-lived copies of a stateful object (a model) where the executor runs (:mod:`.replicas`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import FactoryError
+from ..errors import ConfigError, FactoryError
+from .replicas import LocalReplicaPool, ReplicaPool
 
 PARALLEL = ("auto", "local", "ray", "dask")
 
@@ -63,6 +65,11 @@ class Executor(Protocol):
             name: str = "factory.task") -> list[Any]:
         """The results in the order of ``items``; the first failure is raised."""
 
+    def replicas(self, factory: Callable[..., Any], args: Sequence[Any], n: int, *,
+                 gpus_per_replica: float | None = None) -> ReplicaPool:
+        """``n`` long-lived replicas of ``factory(*args)`` (:mod:`.replicas`); ``gpus_per_replica``
+        None: one GPU each where there is one for every replica, else none."""
+
     def close(self) -> None:
         """Release what the executor started (threads, actors, a client); never a cluster it joined."""
 
@@ -81,6 +88,9 @@ class ExecutorBase:
                 raise o.error
             out[o.index] = o.value
         return out
+
+    def replicas(self, factory, args, n, *, gpus_per_replica=None) -> ReplicaPool:
+        raise ConfigError(f"model replicas cannot run on {self.describe()}; use a local or Ray executor")
 
     def close(self) -> None:
         pass
@@ -109,6 +119,9 @@ class LocalExecutor(ExecutorBase):
 
     def describe(self) -> str:
         return "in-process" if self.slots == 1 else f"in-process, {self.slots} threads"
+
+    def replicas(self, factory, args, n, *, gpus_per_replica=None) -> ReplicaPool:
+        return LocalReplicaPool(factory, args, n)
 
     def imap_unordered(self, fn, items, *, shared=(), name="factory.task", warm=None) -> Iterator[Outcome]:
         items = list(items)

@@ -15,19 +15,24 @@ caches in its process (a simulator, its FFT plans, device buffers) is built once
 ``warm`` builds it on every actor before the first piece.  A piece whose actor died (killed,
 its node lost) is retried on a live actor, ``max_retries`` times, and the dead actor replaced
 by a new one wherever there is room.
+
+:meth:`RayExecutor.replicas` keeps ``n`` stateful objects (a model each) as Ray actors of their
+own (:class:`RayReplicaPool`, see :mod:`.replicas`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import socket
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ClusterError
 from .executor import ExecutorBase, Outcome
+from .replicas import ReplicaPoolBase
 
 PROBE_TIMEOUT_S = 10.0
 MODES = ("tasks", "actors")
@@ -114,6 +119,19 @@ class FactoryWorker:
         return fn(*args)
 
 
+class Replica:
+    """A long-lived worker process (a Ray actor) holding one ``factory(*args)`` and calling its methods."""
+
+    def __init__(self, factory, *args):
+        self.obj = factory(*args)
+
+    def call(self, method: str, *args):
+        return getattr(self.obj, method)(*args)
+
+    def __repr__(self) -> str:  # names the actor in Ray's logs
+        return f"Replica({type(self.obj).__name__})"
+
+
 def _noop() -> None:
     return None
 
@@ -169,11 +187,12 @@ class RayExecutor(ExecutorBase):
                                          max_retries=self.max_retries, retry_exceptions=False, name=name)
 
     # -- actors --------------------------------------------------------------------------------
-    def _actor_class(self, **options):
+    def _actor_class(self, cls: type = FactoryWorker, **options):
         import ray
 
-        return ray.remote(FactoryWorker).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
-                                                 max_restarts=0, max_task_retries=0, **options)
+        options = {"num_cpus": self.cpus_per_task, "num_gpus": self.gpus_per_task, "max_restarts": 0,
+                   "max_task_retries": 0, **options}
+        return ray.remote(cls).options(**{k: v for k, v in options.items() if v is not None})  # None: Ray's default
 
     def actors(self) -> list[Any]:
         """The actor pool, started on first use and kept until :meth:`close`."""
@@ -265,6 +284,17 @@ class RayExecutor(ExecutorBase):
         finally:
             _cancel(pending)
 
+    # -- replicas ------------------------------------------------------------------------------
+    def replicas(self, factory, args, n, *, gpus_per_replica=None) -> RayReplicaPool:
+        """``n`` actors holding ``factory(*args)`` each: ``gpus_per_replica`` GPUs each (None: one
+        when the cluster has a GPU for every replica, else none: ``cpus_per_task`` CPUs each)."""
+        import ray
+
+        if gpus_per_replica is None:
+            gpus_per_replica = 1 if ray.cluster_resources().get("GPU", 0) >= n else 0
+        per = {"num_gpus": gpus_per_replica, "num_cpus": None} if gpus_per_replica else {"num_gpus": 0}
+        return RayReplicaPool(self._actor_class(Replica, **per), factory, args, n, gpus_per_replica)
+
     # -- both ----------------------------------------------------------------------------------
     def imap_unordered(self, fn, items, *, shared=(), name="factory.task", warm=None) -> Iterator[Outcome]:
         import ray
@@ -303,5 +333,48 @@ class RayExecutor(ExecutorBase):
             self._actors = []
 
 
-__all__ = ["MODES", "PROBE_TIMEOUT_S", "FactoryWorker", "RayExecutor", "RayTarget", "connect", "probe", "ray_running",
+class RayReplicaPool(ReplicaPoolBase):
+    """Ray actors of :class:`Replica`, one call at a time each; made by :meth:`RayExecutor.replicas`."""
+
+    def __init__(self, actor_class, factory: Callable[..., Any], args: Sequence[Any], n: int, gpus_per_replica: float):
+        super().__init__(n)
+        self.gpus_per_replica = float(gpus_per_replica)
+        self.actors = [actor_class.remote(factory, *args) for _ in range(n)]
+
+    def describe(self) -> str:
+        each = f"{self.gpus_per_replica:g} GPU(s)" if self.gpus_per_replica else "CPU"
+        return f"{len(self)} Ray actor replica(s), {each} each"
+
+    def submit(self, method: str, *args: Any) -> cf.Future:
+        i = self._pick()
+        out: cf.Future = cf.Future()
+        self._track(i, out)
+        try:
+            ray_future = self.actors[i].call.remote(method, *args).future()
+        except BaseException as exc:  # noqa: BLE001 - the call could not be made: its future says why
+            out.set_exception(exc)
+            return out
+
+        def settle(f: cf.Future) -> None:  # the method's own exception, not Ray's wrapper
+            exc = f.exception()
+            if exc is None:
+                out.set_result(f.result())
+            else:
+                out.set_exception(_unwrap(exc))
+
+        ray_future.add_done_callback(settle)
+        return out
+
+    def close(self) -> None:
+        import ray
+
+        for a in self.actors:
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.actors = []
+
+
+__all__ = ["MODES", "PROBE_TIMEOUT_S", "FactoryWorker", "RayExecutor", "RayReplicaPool", "Replica", "RayTarget", "connect", "probe", "ray_running",
            "shutdown"]

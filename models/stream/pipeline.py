@@ -11,23 +11,30 @@ which stops asking (REQ) or lets ZeroMQ's high-water mark push back on the sende
 Policy ``drop`` keeps up by dropping the oldest queued frame and records its id.
 
 Results are emitted in arrival order (frame ids in the order the source sent them) even when
-several model replicas (Ray actors) finish out of order.
+batches finish out of order.  Batches run on a thread pool sharing one model in this process, or
+(``replicas``) on model replicas that the executor keeps (Ray actors by default, one GPU each when
+there is one for every replica; see :mod:`factory.compute.replicas`): either way a batch is a
+``concurrent.futures.Future``.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from .protocol import Frame, Rejected, SeqCounter
+
+if TYPE_CHECKING:
+    from factory.compute import Executor, ReplicaPool
 
 POLICIES = ("wait", "drop")
 
@@ -38,7 +45,7 @@ class StreamOptions:
     max_latency_ms: float = 20.0      # a batch waits at most this long for more frames
     queue_size: int = 256
     policy: str = "wait"
-    replicas: int = 0                 # 0: predict in this process; N: N Ray actors
+    replicas: int = 0                 # 0: predict on threads of this process; N: N model replicas (Ray actors)
     workers: int = 0                  # in-process batches at once (0: auto = CPU cores up to 4 on CPU, 2 on GPU)
     device: str | None = None
     optimize: str = "freeze"          # none | freeze (TorchScript) | compile (torch.compile)
@@ -116,9 +123,9 @@ class FrameModel:
         from factory.processing import preprocess
         from models.artifact import Predictor
 
-        if threads:
-            torch.set_num_threads(threads)
         self.predictor = Predictor(model_folder, device=device, batch_size=256)
+        if threads and self.predictor.device.type == "cpu":  # a replica on a CPU: its own core(s)
+            torch.set_num_threads(threads)
         self.predictor.model = optimized(self.predictor.model, self.predictor.description["input"]["shape"],
                                          optimize, self.predictor.device)
         self.preprocessing = self.predictor.description.get("preprocessing")
@@ -176,7 +183,9 @@ class _Queue:
 
 class StreamPredictor:
     def __init__(self, model_folder: str, source, sinks: list, options: StreamOptions,
-                 on_status: Callable[[dict[str, Any]], None] | None = None):
+                 on_status: Callable[[dict[str, Any]], None] | None = None, executor: Executor | None = None):
+        import torch
+
         self.source, self.sinks, self.opt = source, sinks, options
         self.counts = Counts()
         self.lock = threading.Lock()
@@ -187,9 +196,14 @@ class StreamPredictor:
         self.on_status = on_status
         self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)
         self.model_folder = str(model_folder)
-        if options.replicas:
-            self._start_replicas()
-            self.labels = self._labels
+        self._torch_threads = torch.get_num_threads()  # restored after each run
+        if options.replicas:  # on Ray (RAY_ADDRESS, else an embedded local Ray) unless given an executor
+            from factory.compute import resolve_executor
+            from models.artifact import load_network
+
+            _, card = load_network(self.model_folder)  # a damaged model fails here, in one line
+            self.executor = resolve_executor(executor or "ray")
+            self.labels = list(card.labels) if card.task != "classify" else ["class"]
         else:
             self.model = FrameModel(self.model_folder, options.device, optimize=options.optimize)
             self.labels = self.model.labels
@@ -198,22 +212,6 @@ class StreamPredictor:
             # CPU: each worker thread preprocesses and runs its own batch on one core (the network
             # scales worse over cores than batches do); GPU: preprocessing overlaps the GPU's work
             self._cpu_threads = 1 if (self.workers > 1 and not on_gpu) else None
-
-    # -- replicas ---------------------------------------------------------------------
-    def _start_replicas(self) -> None:
-        import ray
-
-        from cluster.connect import connect
-
-        connect()
-        gpus = ray.cluster_resources().get("GPU", 0)
-        per = {"num_gpus": 1} if gpus >= self.opt.replicas else {"num_cpus": 1}
-        actor = ray.remote(FrameModel).options(**per)
-        threads = None if per.get("num_gpus") else 1
-        self.actors = [actor.remote(self.model_folder, self.opt.device, threads, self.opt.optimize)
-                       for _ in range(self.opt.replicas)]
-        local = FrameModel(self.model_folder, "cpu", optimize="none")
-        self._labels = local.labels
 
     # -- threads ----------------------------------------------------------------------
     def stop(self) -> None:
@@ -276,50 +274,48 @@ class StreamPredictor:
         """Stream until the source ends, a limit is reached or stop() is called; then drain."""
         import torch
 
-        threads_before = torch.get_num_threads()
-        pool = None
-        if not self.opt.replicas:
-            if self._cpu_threads:
-                torch.set_num_threads(self._cpu_threads)
-            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stream-model")
+        pool: ThreadPoolExecutor | ReplicaPool | None = None
         try:
-            return self._run(pool)
+            if self.opt.replicas:  # one torch thread per replica on a CPU, one GPU each where there are enough
+                pool = self.executor.replicas(FrameModel, (self.model_folder, self.opt.device, 1, self.opt.optimize),
+                                              self.opt.replicas)
+                submit, in_flight = functools.partial(pool.submit, "run"), 2 * len(pool)
+            else:
+                if self._cpu_threads:
+                    torch.set_num_threads(self._cpu_threads)
+                pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stream-model")
+                submit, in_flight = functools.partial(pool.submit, self.model.run), self.workers
+            return self._run(submit, in_flight)
         finally:
-            if pool is not None:
+            if isinstance(pool, ThreadPoolExecutor):
                 pool.shutdown(wait=True)
-            torch.set_num_threads(threads_before)
+            elif pool is not None:
+                pool.close()
+            torch.set_num_threads(self._torch_threads)
 
-    def _collect(self, pending: dict[int, tuple[list[Frame], Any]], done_results: dict[int, tuple], block: bool) -> None:
-        """Move finished batches (thread futures or Ray refs) from ``pending`` to ``done_results``."""
-        timeout = 0.01 if block else 0
-        if self.opt.replicas:
-            import ray
-
-            owner = {p[1]: s for s, p in pending.items()}
-            ready, _ = ray.wait(list(owner), num_returns=len(owner), timeout=timeout)
-            result = ray.get
-        else:
-            owner = {p[1]: s for s, p in pending.items()}
-            ready, _ = wait_futures(list(owner), timeout=timeout, return_when="FIRST_COMPLETED")
-            result = lambda f: f.result()  # noqa: E731
+    @staticmethod
+    def _collect(pending: dict[int, tuple[list[Frame], Future]], done_results: dict[int, tuple], block: bool) -> None:
+        """Move finished batches from ``pending`` to ``done_results``."""
+        owner = {fut: s for s, (_, fut) in pending.items()}
+        ready, _ = wait_futures(list(owner), timeout=0.01 if block else 0, return_when="FIRST_COMPLETED")
         error = None
-        for r in ready:  # keep every finished batch, even when another one failed
+        for fut in ready:  # keep every finished batch, even when another one failed
             try:
-                res = result(r)
+                res = fut.result()
             except Exception as exc:
                 error = error or exc
                 continue
-            frames, _ = pending.pop(owner[r])
-            done_results[owner[r]] = (frames, *res)
+            frames, _ = pending.pop(owner[fut])
+            done_results[owner[fut]] = (frames, *res)
         if error is not None:
             raise error
 
-    def _run(self, pool: ThreadPoolExecutor | None) -> dict[str, Any]:
+    def _run(self, submit: Callable[[list[np.ndarray]], Future], in_flight: int) -> dict[str, Any]:
         reader = threading.Thread(target=self._receive, name="stream-reader", daemon=True)
         t0 = time.perf_counter()
         reader.start()
         try:
-            self._loop(pool, t0)
+            self._loop(submit, in_flight, t0)
         finally:  # on every exit path: stop reading, then write what was predicted and the summary
             self.stop()
             reader.join(timeout=5)
@@ -344,13 +340,12 @@ class StreamPredictor:
                 "error": None if err is None else f"the stream reader stopped: {type(err).__name__}: {err}",
                 "balanced": err is None and sent == st["predicted"] + st["rejected"] + st["dropped"]}
 
-    def _loop(self, pool: ThreadPoolExecutor | None, t0: float) -> None:
+    def _loop(self, submit: Callable[[list[np.ndarray]], Future], in_flight: int, t0: float) -> None:
         last_status = t0
-        pending: dict[int, tuple[list[Frame], Any]] = {}
+        pending: dict[int, tuple[list[Frame], Future]] = {}
         next_emit, next_seq = 0, 0
         done_results: dict[int, tuple] = {}
         max_wait = self.opt.max_latency_ms / 1e3
-        in_flight = 2 * len(self.actors) if self.opt.replicas else self.workers
         try:
             while True:
                 if self.opt.duration_s and time.perf_counter() - t0 > self.opt.duration_s:
@@ -358,12 +353,7 @@ class StreamPredictor:
                 finished_reading = self.source_done.is_set()
                 batch = self.queue.get_batch(self.opt.batch_size, max_wait) if len(pending) < in_flight else []
                 if batch:
-                    images = [f.image for f in batch]
-                    if self.opt.replicas:
-                        actor = self.actors[next_seq % len(self.actors)]
-                        pending[next_seq] = (batch, actor.run.remote(images))
-                    else:
-                        pending[next_seq] = (batch, pool.submit(self.model.run, images))
+                    pending[next_seq] = (batch, submit([f.image for f in batch]))
                     next_seq += 1
                 if pending:
                     self._collect(pending, done_results, block=not batch)
