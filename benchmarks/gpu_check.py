@@ -49,6 +49,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -762,7 +763,24 @@ def main(argv: list[str] | None = None) -> int:
     report.say(f"gpu_check: device {device} ({i.get('gpu') or i['cpu_model']}), scale {scale}, budget {args.budget_s:.0f} s, "
                f"load {i['load_avg_start']}, torch {i['torch']} (CUDA {i['cuda']}), JSON -> {args.out}")
     ctx = Ctx(args, device, scale)
-    deadline = t_start + args.budget_s
+    try:
+        failed = run_sections(report, ctx, names, t_start, t_start + args.budget_s)
+    finally:
+        shutil.rmtree(ctx.tmp, ignore_errors=True)
+    report.data["finished"] = True
+    report.data["wall_s"] = round(time.perf_counter() - t_start, 2)
+    report.write()
+    if args.json:
+        print(json.dumps(report.data, indent=1, default=_jsonable))
+    else:
+        print_table(report, sys.stdout)
+        print(f"\nwall {report.data['wall_s']:.1f} s; JSON: {args.out}", flush=True)
+    return 1 if failed else 0
+
+
+def run_sections(report: Report, ctx: Ctx, names: list[str], t_start: float, deadline: float) -> bool:
+    """Run the sections in order, each with its share of the time left; True if any failed."""
+    device = ctx.device
     failed = False
     for k, name in enumerate(names):
         now = time.perf_counter()
@@ -784,15 +802,7 @@ def main(argv: list[str] | None = None) -> int:
         report.data["info"]["load_avg_end"] = _load()
         report.data["wall_s"] = round(time.perf_counter() - t_start, 2)
         report.write()
-    report.data["finished"] = True
-    report.data["wall_s"] = round(time.perf_counter() - t_start, 2)
-    report.write()
-    if args.json:
-        print(json.dumps(report.data, indent=1, default=_jsonable))
-    else:
-        print_table(report, sys.stdout)
-        print(f"\nwall {report.data['wall_s']:.1f} s; JSON: {args.out}", flush=True)
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":
