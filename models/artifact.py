@@ -26,6 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from factory.errors import StoreError
+from factory.processing.description import Description, DescriptionError, recorded
+
 from .card import FILENAME as DESCRIPTION
 from .card import FORMAT, VERSION, Architecture, ModelCard, ModelError, as_card
 from .networks import count_parameters, from_description
@@ -115,12 +118,23 @@ def first_difference(a: Any, b: Any, path: str = "", root: str = "value", sep: s
     return f"{path or root}: {a!r} {sep} {b!r}"
 
 
+def store_preprocessing(store: Any) -> Description | dict[str, Any] | None:
+    """A store's ``meta["preprocessing"]``, typed for a known kind (a synthetic set's own record
+    as it is); StoreError naming the store if the description is damaged."""
+    try:
+        return recorded(store.meta.get("preprocessing"))
+    except DescriptionError as exc:
+        raise StoreError(f"{store.path}: {exc}; process the store again") from None
+
+
 def _function_of(preprocessing: Any) -> Any:
-    """The preprocessing without the raw frames' axes (``input_axes``): two stores processed by
-    the same function from raw grids of different sizes give the same network input."""
-    if isinstance(preprocessing, dict):
-        return {k: v for k, v in preprocessing.items() if k != "input_axes"}
-    return preprocessing
+    """The preprocessing without the raw frames' axes (``input_axes``), as plain data: two stores
+    processed by the same function from raw grids of different sizes give the same network input.
+    A description of a known kind is compared as typed (its JSON form), another record as it is."""
+    pre = recorded(preprocessing)
+    if isinstance(pre, dict):
+        return {k: v for k, v in pre.items() if k != "input_axes"}
+    return pre.function() if pre is not None else None
 
 
 def describe_arch(arch: Architecture | dict[str, Any]) -> str:
@@ -248,4 +262,5 @@ def now() -> str:
 
 __all__ = ["DESCRIPTION", "FORMAT", "OPTIMIZER", "QUAT", "VERSION", "WEIGHTS", "ModelCard", "ModelError", "Predictor",
            "check_compatible", "describe_arch", "export_model", "first_difference", "load_model", "load_network",
-           "load_state", "load_torch", "project_quaternions", "read_card", "read_description", "save_model"]
+           "load_state", "load_torch", "project_quaternions", "read_card", "read_description", "save_model",
+           "store_preprocessing"]

@@ -17,7 +17,9 @@ Schema (``format: factory-model``, ``version: 2``)::
     label_scaling         {names, methods, offset, scale} | null   scaled = (y - offset) / scale
     label_stats           {label: {mean, min, max}}   of the training labels (the mean predictor)
     input                 {shape, dims, dtype, mean_std}   network-ready images, standardisation
-    preprocessing         {...} | null            the store's preprocessing description (as stored)
+    preprocessing         {name, ...} | {...} | null   the store's preprocessing description: a typed
+                          factory.processing.description (pmd2d, pmd1d, scatter; its JSON form
+                          as stored), or a synthetic set's own record kept as it is
     postprocess           {group, quaternion} | null   project predicted orientations
     training_set          {path, kind, config_hash, lineage, n_samples, split, config} | null
     transfer              {from_model, freeze, base_training_set} | null
@@ -36,9 +38,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factory.errors import FactoryError
+from factory.processing.description import Description, recorded
 
 FORMAT = "factory-model"
 VERSION = 2
@@ -171,13 +174,18 @@ class ModelCard(_Frozen):
     label_scaling: Scaling | None = None
     label_stats: dict[str, LabelStats] = Field(default_factory=dict)
     input: InputSpec
-    preprocessing: dict[str, Any] | None = None
+    preprocessing: Description | dict[str, Any] | None = None
     postprocess: Postprocess | None = None
     training_set: TrainingSet | None = None
     transfer: TransferRecord | None = None
     training: TrainingRecord | None = None
     code_version: str | None = None
     created: str | None = None
+
+    @field_validator("preprocessing", mode="before")
+    @classmethod
+    def _typed_preprocessing(cls, v):
+        return recorded(v)  # a known kind strictly (a bad one: a damaged card), another record as it is
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -23,7 +23,7 @@ import numpy as np
 from factory.errors import StoreError
 from factory.store import DatasetStore
 
-from .artifact import QUAT, Predictor, check_compatible, project_quaternions, read_card
+from .artifact import QUAT, Predictor, check_compatible, project_quaternions, read_card, store_preprocessing
 from .card import ModelCard, as_card
 from .data import ChunkStream, class_index, make_split, read_labels
 
@@ -203,7 +203,7 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
     ds = DatasetStore.open(store)
     card = read_card(model)
     if check_preprocessing:
-        check_compatible(card, preprocessing=ds.meta.get("preprocessing"), what="model", where=model)
+        check_compatible(card, preprocessing=store_preprocessing(ds), what="model", where=model)
     if list(ds.images.shape[1:]) != list(card.input.shape):
         raise StoreError(f"{ds.path}: images are {list(ds.images.shape[1:])} but the model takes {list(card.input.shape)}")
     if indices is not None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from factory.errors import ConfigError, StoreError
 from factory.msft.measured import ATTRIBUTION, ag_cluster_dir, decode_png, load_ag_cluster
+from factory.processing.description import Scatter
 
 from .artifact import QUAT, ModelError, Predictor
 
@@ -120,7 +121,9 @@ def reconstruct_experimental(model: str | Path, out: str | Path, *, names=("bark
     from factory.msft.simulator import pattern
 
     sim_cfg = msft_config or msft_config_of(desc) or "small"
-    pre = desc.get("preprocessing") or {"name": "scatter", "log_floor": -6.0, "out_shape": desc["input"]["shape"]}
+    pre = pred.card.preprocessing
+    if not isinstance(pre, Scatter):  # none recorded (or a synthetic set's own record): log10, 6 decades
+        pre = Scatter(out_shape=tuple(pred.card.input.shape))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -152,15 +155,15 @@ def _radius_limits(desc) -> tuple[float, float]:
     return float(st.get("min", 30.0)), float(st.get("max", 160.0))
 
 
-def _as_network_scale(sim: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
+def _as_network_scale(sim: np.ndarray, pre: Scatter) -> np.ndarray:
     """A simulated detector image through the model's own preprocessing (0..1 log scale)."""
-    if pre.get("name") == "scatter" and "input_axes" in pre:
+    if pre.input_axes is not None:
         from factory.processing.preprocess import apply
 
         return apply(pre, sim).astype(np.float64)
     sim = np.asarray(sim, dtype=np.float64)
-    floor = float(pre.get("log_floor", -6.0))
-    w = sim - sim.max() if sim.min() < 0 or pre.get("input") == "log10" else np.log10(np.maximum(sim, 1e-300) / sim.max())
+    floor = float(pre.log_floor)
+    w = sim - sim.max() if sim.min() < 0 or pre.input == "log10" else np.log10(np.maximum(sim, 1e-300) / sim.max())
     return np.clip((np.maximum(w, floor) - floor) / -floor, 0.0, 1.0)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from factory.processing.description import Pmd2d
 from factory.simulators import Coord
 from factory.store import DatasetStore
 
@@ -95,13 +96,13 @@ def make_pmd_store(path: str | Path, kind: str = "unshifted", *, n: int = 64, sh
                                 noise=noise, rng=rng) for i in range(n)])
     h, w = shape
     coords = (Coord("ky", np.linspace(-KY_MAX, KY_MAX, h), "a.u."), Coord("kx", np.linspace(-KX_MAX, KX_MAX, w), "a.u."))
-    pre = {"name": "pmd2d", "synthetic": "pmd-like", "log_floor": -5.0, "window": "global", "out_shape": [h, w],
-           "ky_range": [-KY_MAX, KY_MAX], "kx_range": [-KX_MAX, KX_MAX], "scale": [0.0, 255.0]}
+    # images made directly as the pmd2d preprocessing of a (KY_MAX, KX_MAX) window would give them
+    pre = Pmd2d(out_shape=(h, w), ky_range=(-KY_MAX, KY_MAX), kx_range=(-KX_MAX, KX_MAX), synthetic="pmd-like")
     arrays = None if split is None else {"split": (_codes(split, n, seed), {})}
     st = DatasetStore.create(path, kind="synthetic-pmd", n_samples=n, chunk=min(chunk, n), coords=coords,
                              param_names=PARAMS, config={"kind": kind, "n": n, "seed": seed, "shape": list(shape)},
                              config_hash=f"pmd-like-{SLUG.get(kind, kind)}-{n}-{seed}-{h}x{w}", seed=seed,
-                             extra_attrs={"preprocessing": pre, "synthetic_set": kind}, sample_arrays=arrays,
+                             extra_attrs={"preprocessing": pre.to_dict(), "synthetic_set": kind}, sample_arrays=arrays,
                              overwrite=overwrite)
     for s, e in st.blocks():
         st.write_block(s, images[s:e], {k: v[s:e] for k, v in p.items()})

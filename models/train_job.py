@@ -22,7 +22,7 @@ import torch
 from factory.errors import ConfigError, StoreError
 from factory.store import DatasetStore, code_version, lineage_entry
 
-from .artifact import QUAT, ModelError, check_compatible, load_network, read_card
+from .artifact import QUAT, ModelError, check_compatible, load_network, read_card, store_preprocessing
 from .card import (Architecture, Classes, InputSpec, LabelStats, ModelCard, Postprocess, Scaling, TrainingRecord,
                    TrainingSet, TransferRecord)
 from .data import LabelScaling, Split, class_index, image_stats, make_split, read_labels
@@ -120,7 +120,7 @@ def _inherit(cfg: TrainConfig, ds: DatasetStore, arch: Architecture, latest: Pat
              scaling: LabelScaling | None, stats: tuple[float, float]):
     """(scaling, input stats, base card) taken over from the model transferred from and the
     checkpoint resumed from, after checking that both fit this run."""
-    names, pre = list(cfg.data.labels), ds.meta.get("preprocessing")
+    names, pre = list(cfg.data.labels), store_preprocessing(ds)
     base = None
     if cfg.transfer.from_model:
         base = read_card(cfg.transfer.from_model)
@@ -150,7 +150,7 @@ def _card(cfg: TrainConfig, ds: DatasetStore, split: Split, arch: Architecture, 
         label_stats={n: LabelStats(mean=float(train_y[:, j].mean()), min=float(train_y[:, j].min()),
                                    max=float(train_y[:, j].max())) for j, n in enumerate(names)},
         input=InputSpec(shape=shape, dims=ds.meta.get("image_dims", [])[1:], mean_std=stats),
-        preprocessing=ds.meta.get("preprocessing"),
+        preprocessing=store_preprocessing(ds),
         postprocess=Postprocess(group="I", quaternion=QUAT) if set(QUAT) <= set(names) else None,
         training_set=TrainingSet(**describe_training_set(ds, split)),
         transfer=TransferRecord(from_model=str(cfg.transfer.from_model), freeze=cfg.transfer.freeze,

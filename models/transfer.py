@@ -17,7 +17,7 @@ from typing import Any
 from factory.outputs import check_disjoint, staged_output, user_path
 from factory.store import DatasetStore
 
-from .artifact import check_compatible, load_network
+from .artifact import check_compatible, load_network, store_preprocessing
 from .card import ModelCard, ModelError, as_card
 from .evaluate import evaluate
 from .train import train
@@ -74,7 +74,7 @@ def transfer(model: str | Path, store: str | Path, out: str | Path, *, freeze: i
     check_disjoint(out, [model, store])
     base_card = load_network(model)[1]  # its weights load (a damaged file is refused before anything is written)
     ds = DatasetStore.open(store)
-    check_compatible(base_card, preprocessing=ds.meta.get("preprocessing"), what="model to transfer from", where=model)
+    check_compatible(base_card, preprocessing=store_preprocessing(ds), what="model to transfer from", where=model)
     tl_cfg, sc_cfg = transfer_configs(base_card, model, freeze=freeze, lr=lr, epochs=epochs, max_train=max_train,
                                       overrides=overrides)
     split = training_split(ds, tl_cfg.data.val_fraction, tl_cfg.data.split_seed)

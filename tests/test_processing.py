@@ -16,6 +16,7 @@ from scipy.integrate import quad
 from factory.errors import ConfigError, StoreError
 from factory.processing import focal, preprocess
 from factory.processing.chain import run_chain
+from factory.processing.description import Pmd2d, parse
 from factory.processing.splits import TEST, assign_splits
 from factory.processing.steps import (augment_store, focal_average_store, interpolate_store, preprocess_store,
                                       read_split, split_store)
@@ -176,9 +177,9 @@ def test_pmd2d_network_input(tmp_path):
     assert imgs.shape == (30, 128, 256)                     # kx (polarisation) along the 256 columns
     assert imgs.min() >= 0 and imgs.max() <= 255
     np.testing.assert_allclose(imgs.max(axis=(1, 2)), 255, atol=3)  # the maximum maps to 255 (cubic overshoot clipped)
-    desc = st.meta["preprocessing"]
-    assert desc["name"] == "pmd2d" and desc["window"] == "global"
-    assert desc["kx_range"][0] == -desc["kx_range"][1]      # one symmetric window for the whole set
+    desc = parse(st.meta["preprocessing"])
+    assert isinstance(desc, Pmd2d) and desc.window == "global" and desc.to_dict() == st.meta["preprocessing"]
+    assert desc.kx_range[0] == -desc.kx_range[1]            # one symmetric window for the whole set
     # the recorded description reproduces the stored images from a raw frame (what streaming does)
     frame = src.images[7]
     again = preprocess.apply(desc, frame, {"ky": KY, "kx": KX})
@@ -186,8 +187,18 @@ def test_pmd2d_network_input(tmp_path):
     # the floor: pixels where P < 1e-5 max are 0
     raw = src.images[7].astype(np.float64)
     assert (again == 0).any() and (raw < 1e-5 * raw.max()).any()
-    per = preprocess.apply(preprocess.pmd2d_description("per-image"), frame, {"ky": KY, "kx": KX})
+    per = preprocess.apply(Pmd2d(window="per-image"), frame, {"ky": KY, "kx": KX})
     assert per.shape == (128, 256) and per.max() > 250
+
+
+def test_an_invalid_preprocessing_is_refused_before_anything_is_written(tmp_path):
+    src = make_ladder_store(tmp_path / "raw.zarr")
+    for kw, message in [({"mode": "pmd2d", "window": "sliding"}, "window 'sliding': choose"),
+                        ({"mode": "pmd1d", "log_floor": 1.0}, "log_floor 1.0: must be a finite number of decades"),
+                        ({"mode": "pmd3d"}, "preprocessing mode 'pmd3d': choose one of pmd2d, pmd1d, scatter")]:
+        with pytest.raises(StoreError, match=message):
+            preprocess_store([src.path], tmp_path / "net.zarr", progress=False, **kw)
+        assert not (tmp_path / "net.zarr").exists()
 
 
 def test_pmd1d_is_dp_dkx(tmp_path):
@@ -195,8 +206,8 @@ def test_pmd1d_is_dp_dkx(tmp_path):
     preprocess_store([src.path], tmp_path / "d1.zarr", mode="pmd1d", progress=False)
     st = DatasetStore.open(tmp_path / "d1.zarr")
     assert st.images.shape == (30, 256) and st.meta["image_dims"] == ["sample", "kx"]
-    desc = st.meta["preprocessing"]
-    kx_out = np.linspace(*desc["kx_range"], 256)
+    desc = parse(st.meta["preprocessing"])
+    kx_out = np.linspace(*desc.kx_range, 256)
     raw = src.images[3].astype(np.float64)
     dp = np.interp(kx_out, KX, raw.sum(axis=0))
     np.testing.assert_allclose(st.images[3], dp / dp.max(), rtol=1e-5, atol=1e-7)
@@ -332,9 +343,11 @@ def test_description_alone_preprocesses_a_raw_frame(tmp_path):
     src = make_ladder_store(tmp_path / "raw.zarr")
     preprocess_store([src.path], tmp_path / "net.zarr", mode="pmd2d", progress=False)
     st = DatasetStore.open(tmp_path / "net.zarr")
-    desc = st.meta["preprocessing"]
-    assert desc["input_axes"] == {"ky": [-3.0, 3.0, 33], "kx": [-4.0, 4.0, 41]}
+    desc = parse(st.meta["preprocessing"])
+    assert st.meta["preprocessing"]["input_axes"] == {"ky": [-3.0, 3.0, 33], "kx": [-4.0, 4.0, 41]}  # the stored form
+    assert desc.frame_shape == (33, 41)
     np.testing.assert_array_equal(preprocess.apply(desc, src.images[4]), st.images[4])
+    np.testing.assert_array_equal(preprocess.apply(st.meta["preprocessing"], src.images[4]), st.images[4])
     with pytest.raises(ValueError, match="raw input shape"):
         preprocess.apply(desc, np.ones((33, 40)))
 

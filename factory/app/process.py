@@ -80,10 +80,11 @@ def preprocess(sources: Annotated[list[Path], typer.Argument(help="raw, focal-av
                seed: int = 0, address: Address = None, workers: Workers = None, overwrite: Overwrite = False,
                as_json: Json = False):
     """Network-ready images with the exact preprocessing recorded, and seeded splits."""
+    from factory.processing.description import WINDOWS
     from factory.processing.steps import preprocess_store
 
-    if window not in ("global", "per-image"):
-        fail(f"--window {window!r}: choose global or per-image")
+    if window not in WINDOWS:
+        fail(f"--window {window!r}: choose {' or '.join(WINDOWS)}")
     _report(preprocess_store([str(s) for s in sources], out, mode=mode, window=window, split=_fractions(split), seed=seed,
                              overwrite=overwrite, **_run_kw(address, workers, as_json)), as_json)
 

@@ -3,5 +3,6 @@ interpolation, network-ready preprocessing, augmentation and splits.
 
 The math lives in small pure modules (``focal``, ``interpolate``, ``preprocess``,
 ``augment``, ``splits``) that a notebook or the streaming predictor can call on plain
-arrays; ``runner`` and ``steps`` turn them into resumable Dask graphs over Zarr stores.
+arrays; ``description`` types what ``preprocess`` computes (the record a processed store and
+a model card hold); ``runner`` and ``steps`` turn them into resumable Dask graphs over Zarr stores.
 """

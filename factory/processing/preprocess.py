@@ -1,8 +1,9 @@
-"""Network-ready preprocessing of single images, described by plain JSON-able dicts.
+"""Network-ready preprocessing of single images, as a typed description says.
 
-The description is stored in the processed store (``meta["preprocessing"]``) and copied into
-trained models, so the streaming predictor applies exactly the same function to new
-detector frames: ``apply(description, image, coords)``.
+The description (:mod:`.description`: :class:`Pmd2d`, :class:`Pmd1d`, :class:`Scatter`) is
+stored in the processed store (``meta["preprocessing"]``, its JSON form) and copied into
+trained models, so the streaming predictor applies exactly the same function to new detector
+frames: ``apply(description, image, coords)``, with a description or its JSON form.
 
 - ``pmd2d`` (Shvetsov-Shilovski & Lein, PRA 2023, Sec. II A): W = log10(P / max P) clipped at ``log_floor`` (-5); the
   momentum window where W > -5, either one symmetric window for the whole set (default: the
@@ -25,7 +26,7 @@ import functools
 import numpy as np
 from scipy import sparse
 
-NAMES = ("pmd2d", "pmd1d", "scatter")
+from .description import NAMES, Description, DescriptionError, Pmd1d, Pmd2d, Scatter, input_axes, parse
 
 
 def _log_relative(image: np.ndarray, floor: float, is_log: bool = False, peak: float | None = None) -> np.ndarray:
@@ -100,87 +101,77 @@ def signal_window(image: np.ndarray, ky: np.ndarray, kx: np.ndarray, floor: floa
 
 def pmd2d_description(window: str = "global", kmax: tuple[float, float] | None = None,
                       log_floor: float = -5.0, out_shape: tuple[int, int] = (128, 256)) -> dict[str, Any]:
-    if window not in ("global", "per-image"):
-        raise ValueError(f"window {window!r}: choose 'global' or 'per-image'")
-    desc = {"name": "pmd2d", "log_floor": log_floor, "window": window, "out_shape": list(out_shape),
-            "resample": "bicubic convolution (Keys, a = -0.5), separable", "scale": [0.0, 255.0],
-            "dims": ["ky", "kx"]}
-    if window == "global":
-        if kmax is None:
-            raise ValueError("a global window needs kmax = (ky_max, kx_max)")
-        desc["ky_range"] = [-float(kmax[0]), float(kmax[0])]
-        desc["kx_range"] = [-float(kmax[1]), float(kmax[1])]
-    return desc
+    """The JSON form of :meth:`Pmd2d.build` (a plain dict, for callers that extend it)."""
+    return Pmd2d.build(window, kmax, log_floor, out_shape).to_dict()
 
 
-def output_coords(desc: dict[str, Any]) -> dict[str, np.ndarray] | None:
+def output_coords(desc: Description | dict[str, Any]) -> dict[str, np.ndarray] | None:
     """The momentum axes of the network input when they are the same for every image."""
-    if desc["name"] == "pmd2d" and desc["window"] == "global":
-        h, w = desc["out_shape"]
-        return {"ky": np.linspace(*desc["ky_range"], h), "kx": np.linspace(*desc["kx_range"], w)}
-    if desc["name"] == "pmd1d":
-        return {"kx": np.linspace(*desc["kx_range"], desc["n"])}
-    return None
+    return parse(desc).output_coords()
 
 
-def input_axes(coords: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    """The raw image axes as [first, last, n] (recorded so frames need no coordinates)."""
-    return {k: [float(v[0]), float(v[-1]), int(len(v))] for k, v in coords.items()}
+def frame_coords(desc: Description | dict[str, Any]) -> dict[str, np.ndarray]:
+    """The raw image axes recorded in the description ({} if none)."""
+    return parse(desc).frame_coords()
 
 
-def frame_coords(desc: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {k: np.linspace(a, b, n) for k, (a, b, n) in desc.get("input_axes", {}).items()}
-
-
-def apply(desc: dict[str, Any], image: np.ndarray, coords: dict[str, np.ndarray] | None = None) -> np.ndarray:
+def apply(desc: Description | dict[str, Any], image: np.ndarray,
+          coords: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Preprocess one raw image (H, W) with axes ``coords`` as ``desc`` says; float32 out.
 
-    Without ``coords`` the raw axes recorded in ``desc["input_axes"]`` are used, and a frame
-    whose shape differs from them is refused.
+    ``desc``: a description or its JSON form (a store's ``meta["preprocessing"]``, a model
+    card's ``preprocessing``).  Without ``coords`` the raw axes recorded in its ``input_axes``
+    are used, and a frame whose shape differs from them is refused.
     """
-    name = desc.get("name")
+    return _apply(parse(desc), image, coords)
+
+
+def _apply(desc: Description, image: np.ndarray, coords: dict[str, np.ndarray] | None) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"expected a 2D image, got shape {image.shape}")
     if coords is None:
-        coords = frame_coords(desc)
-        expect = tuple(int(n) for _, _, n in desc.get("input_axes", {}).values())
+        coords = desc.frame_coords()
+        expect = desc.frame_shape
         if expect and image.shape != expect:
             raise ValueError(f"frame shape {image.shape} != the model's raw input shape {expect}")
     if not np.isfinite(image).all():
         raise ValueError("image holds NaN/Inf")
-    if name == "pmd2d":
+    if isinstance(desc, Pmd2d):
         ky, kx = coords["ky"], coords["kx"]
-        floor = desc["log_floor"]
-        if desc["window"] == "global":
-            y0, y1 = desc["ky_range"]
-            x0, x1 = desc["kx_range"]
+        floor = desc.log_floor
+        if desc.window == "global":
+            y0, y1 = desc.ky_range
+            x0, x1 = desc.kx_range
         else:
             y0, y1, x0, x1 = signal_window(image, ky, kx, floor)
-        h, wd = desc["out_shape"]
+        h, wd = desc.out_shape
         (r0, r1, wy), (c0, c1, wx) = _plan(ky, kx, np.linspace(y0, y1, h), np.linspace(x0, x1, wd))
         # only the pixels the resampling reads are taken to log scale (relative to the frame's peak)
         w = _log_relative(image[r0:r1, c0:c1], floor, peak=image.max())
         out = _resample_cut(w, wy, wx)
-        lo, hi = desc["scale"]
+        lo, hi = desc.scale
         return np.clip((out - floor) / -floor * (hi - lo) + lo, lo, hi).astype(np.float32)
-    if name == "pmd1d":
+    if isinstance(desc, Pmd1d):
         ky, kx = coords["ky"], coords["kx"]
         dp = np.asarray(image, dtype=np.float64).sum(axis=0) * abs(ky[1] - ky[0])
-        out = np.interp(np.linspace(*desc["kx_range"], desc["n"]), kx, dp)
+        out = np.interp(np.linspace(*desc.kx_range, desc.n), kx, dp)
         peak = out.max()
         return (out / peak if peak > 0 else out).astype(np.float32)
-    if name == "scatter":
-        floor = desc["log_floor"]
-        w = _log_relative(image, floor, is_log=desc.get("input") == "log10")
-        h, wd = desc["out_shape"]
-        if w.shape != (h, wd):
-            y = np.arange(w.shape[0], dtype=float)
-            x = np.arange(w.shape[1], dtype=float)
-            w = _resample(w, y, x, np.linspace(0, y[-1], h), np.linspace(0, x[-1], wd))
-        return np.clip((w - floor) / -floor, 0.0, 1.0).astype(np.float32)
-    raise ValueError(f"unknown preprocessing {name!r}; known: {', '.join(NAMES)}")
+    floor = desc.log_floor  # Scatter
+    w = _log_relative(image, floor, is_log=desc.input == "log10")
+    h, wd = desc.out_shape
+    if w.shape != (h, wd):
+        y = np.arange(w.shape[0], dtype=float)
+        x = np.arange(w.shape[1], dtype=float)
+        w = _resample(w, y, x, np.linspace(0, y[-1], h), np.linspace(0, x[-1], wd))
+    return np.clip((w - floor) / -floor, 0.0, 1.0).astype(np.float32)
 
 
-def apply_batch(desc: dict[str, Any], images: np.ndarray, coords: dict[str, np.ndarray]) -> np.ndarray:
-    return np.stack([apply(desc, im, coords) for im in images])
+def apply_batch(desc: Description | dict[str, Any], images: np.ndarray, coords: dict[str, np.ndarray]) -> np.ndarray:
+    d = parse(desc)
+    return np.stack([_apply(d, im, coords) for im in images])
+
+
+__all__ = ["NAMES", "Description", "DescriptionError", "Pmd1d", "Pmd2d", "Scatter", "apply", "apply_batch",
+           "frame_coords", "input_axes", "output_coords", "parse", "pmd2d_description", "signal_window"]

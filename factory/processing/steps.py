@@ -22,7 +22,8 @@ from ..errors import StoreError
 from ..simulators import Coord, rng_for
 from ..store import DatasetStore, lineage_entry
 from . import augment as aug
-from . import focal, interpolate, preprocess
+from . import description, focal, interpolate, preprocess
+from .description import Description, DescriptionError
 from .runner import StepReport, open_or_create, run_blocks
 from .splits import SPLIT_NAMES, assign_splits
 
@@ -258,7 +259,7 @@ def _digest(a: np.ndarray) -> str:
 class PreprocessBlock:
     paths: tuple[str, ...]
     offsets: np.ndarray
-    desc: dict[str, Any]
+    desc: Description
     coords: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
 
@@ -286,44 +287,30 @@ def preprocess_store(sources: list[str | Path], out: str | Path, *, mode: str, w
     """Network input (PMD 2D / 1D, scattering) with the preprocessing recorded, plus splits."""
     src = Sources(list(sources))
     dims = src.first.meta["image_dims"][1:]
-    if mode in ("pmd2d", "pmd1d"):
-        if dims != ["ky", "kx"]:
-            raise StoreError(f"{src.first.path}: {mode} needs (ky, kx) images, not {dims}")
-        floor = -5.0 if log_floor is None else log_floor
-        kmax = global_kmax(src, floor) if (mode == "pmd1d" or window == "global") else None
-        if mode == "pmd2d":
-            desc = preprocess.pmd2d_description(window, kmax, floor)
-        else:
-            desc = {"name": "pmd1d", "kx_range": [-kmax[1], kmax[1]], "n": 256, "normalize": "max",
-                    "window_log_floor": floor, "dims": ["kx"]}
-    elif mode == "scatter":
-        image_scale = src.first.meta.get("simulator", {}).get("image_scale", "intensity")
-        desc = {"name": "scatter", "input": "log10" if image_scale == "log10" else "intensity",
-                "log_floor": -6.0 if log_floor is None else log_floor, "out_shape": [128, 128],
-                "scale": [0.0, 1.0], "dims": ["row", "col"]}
-    else:
-        raise StoreError(f"preprocessing mode {mode!r}: choose one of {', '.join(preprocess.NAMES)}")
+    if mode in ("pmd2d", "pmd1d") and dims != ["ky", "kx"]:
+        raise StoreError(f"{src.first.path}: {mode} needs (ky, kx) images, not {dims}")
     raw_coords = {c.name: c.values for c in src.coords()}
-    desc["input_axes"] = preprocess.input_axes(raw_coords)
-    oc = preprocess.output_coords(desc)
-    if oc is not None:
-        coords = tuple(Coord(k, v, "a.u.", f"{k} (network input)") for k, v in oc.items())
-    else:
-        h, w = desc["out_shape"]
-        coords = (Coord(desc["dims"][0], np.arange(h, dtype=float), "px"),
-                  Coord(desc["dims"][1], np.arange(w, dtype=float), "px"))
+    try:
+        desc = description.build(mode, raw_coords=raw_coords, window=window, log_floor=log_floor,
+                                 image_scale=src.first.meta.get("simulator", {}).get("image_scale", "intensity"),
+                                 kmax=lambda floor: global_kmax(src, floor))
+    except DescriptionError as exc:
+        raise StoreError(str(exc)) from None
+    coords = tuple(Coord(*axis) for axis in desc.output_axes())
     labels = src.params()
     computed = labels["interpolated"] == 0 if "interpolated" in labels else None
     try:
         codes = assign_splits(src.n, split, seed, computed)
     except ValueError as exc:
         raise StoreError(str(exc)) from None
-    config = {"step": "preprocess", "sources": src.hashes(), "preprocessing": desc, "split": list(split), "seed": seed}
+    config = {"step": "preprocess", "sources": src.hashes(), "preprocessing": desc.to_dict(), "split": list(split),
+              "seed": seed}
 
     def create(h):
         return _create(out, h, kind=src.first.kind, n=src.n, chunk=min(chunk, src.n), coords=coords,
                        params=list(labels), diags=[], config=config, lineage=src.lineage(),
-                       extra={"step": "preprocess", "preprocessing": desc, "simulator": src.first.meta.get("simulator", {}),
+                       extra={"step": "preprocess", "preprocessing": desc.to_dict(),
+                              "simulator": src.first.meta.get("simulator", {}),
                               "split": {"seed": seed, "fractions": list(split), "codes": SPLIT_NAMES}},
                        overwrite=overwrite, split=codes)
 

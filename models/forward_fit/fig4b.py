@@ -230,10 +230,12 @@ def simulate_targets(model: ForwardModel, n: int, seed: int = 0) -> tuple[np.nda
 
 def network_input(model_folder: str | Path, images: np.ndarray) -> np.ndarray:
     """Raw simulated (log) images as the network's input, through its recorded preprocessing."""
-    from ..artifact import read_description
+    from factory.processing.description import Scatter
 
-    pre = read_description(model_folder).get("preprocessing")
-    if not pre or pre.get("name") != "scatter":
+    from ..artifact import read_card
+
+    pre = read_card(model_folder).preprocessing
+    if not isinstance(pre, Scatter):
         return np.asarray(images, dtype=np.float32)
     from factory.processing.preprocess import apply
 

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from factory.errors import ConfigError
+from factory.processing.description import Description, DescriptionError, parse
 
 QUAT = ["q0", "q1", "q2", "q3"]
 
@@ -20,17 +21,21 @@ class ForwardModel:
     ``config``: an MSFT preset name (``tiny``, ``small``, ``paper``), an ``msft`` YAML file, an
     :class:`~factory.msft.MSFTConfig` or its dict.  Noise is switched off (background 0, no
     photon noise) unless ``noiseless=False``.  ``preprocessing`` (a processed store's
-    ``meta["preprocessing"]``) maps the simulated image to the store's representation;
+    description, typed or its JSON form ``meta["preprocessing"]``) maps the simulated image to
+    the store's representation;
     ``coords`` are the raw detector axes it needs.  ``function`` replaces the MSFT simulator by
     any callable ``(radius, q) -> image`` (tests, other forward models).
     """
 
     def __init__(self, config: Any = "tiny", *, shape: str = "icosahedron", noiseless: bool = True,
-                 preprocessing: dict | None = None, coords: dict | None = None,
+                 preprocessing: Description | dict | None = None, coords: dict | None = None,
                  radius_range: tuple[float, float] | None = None, group: str | None = None,
                  function: Callable[[float, np.ndarray], np.ndarray] | None = None):
         self.shape = shape
-        self.preprocessing = preprocessing
+        try:
+            self.preprocessing = parse(preprocessing) if preprocessing else None
+        except DescriptionError as exc:
+            raise ConfigError(f"forward model: {exc}") from None
         self.coords = coords
         self.function = function
         if function is not None:
@@ -56,7 +61,8 @@ class ForwardModel:
     def spec(self) -> dict[str, Any]:
         """Plain data to rebuild this model in a Ray task."""
         return {"config": self.config.model_dump(mode="json") if self.config is not None else None,
-                "shape": self.shape, "preprocessing": self.preprocessing,
+                "shape": self.shape,
+                "preprocessing": self.preprocessing.to_dict() if self.preprocessing is not None else None,
                 "coords": {k: np.asarray(v).tolist() for k, v in (self.coords or {}).items()} or None,
                 "radius_range": list(self.radius_range), "group": self.group, "function": self.function}
 
@@ -75,7 +81,7 @@ class ForwardModel:
             from factory.msft.simulator import pattern
 
             img = np.asarray(pattern(self.shape, float(radius), q, self.config).image, dtype=np.float64)
-        if self.preprocessing:
+        if self.preprocessing is not None:
             from factory.processing.preprocess import apply
 
             img = np.asarray(apply(self.preprocessing, img, self.coords), dtype=np.float64)

@@ -52,10 +52,8 @@ def forward_fit_store(store: str | Path, out: str | Path | None = None, *, n: in
     cfg = config if config is not None else msft_config_of_store(ds)
     if cfg is None:
         raise StoreError(f"{ds.path}: cannot find the MSFT simulator settings in the store or its lineage; pass --config")
-    pre = ds.meta.get("preprocessing")
-    coords = None
-    if pre:
-        coords = _raw_coords(ds)
+    pre = _preprocessing(ds)
+    coords = (pre.frame_coords() or None) if pre is not None else None
     if indices is None:
         done = ds.done_mask()
         split = ds.split_codes()
@@ -99,11 +97,15 @@ def _radius_range(ds):
     return None
 
 
-def _raw_coords(ds) -> dict[str, np.ndarray] | None:
-    from factory.processing.preprocess import frame_coords
+def _preprocessing(ds):
+    """The store's preprocessing description (None: raw images); StoreError if it is not one."""
+    from factory.processing.description import DescriptionError, parse
 
-    c = frame_coords(ds.meta["preprocessing"])
-    return c or None
+    pre = ds.meta.get("preprocessing")
+    try:
+        return parse(pre) if pre else None
+    except DescriptionError as exc:
+        raise StoreError(f"{ds.path}: {exc}; forward fitting applies the store's preprocessing") from None
 
 
 __all__ = ["forward_fit_store", "msft_config_of_store"]
