@@ -16,6 +16,18 @@ For H2+ (R = 2, alpha = 0, CEP = 0) at each intensity it prints
 
 Convergence: the stored PMD at 3e14 W/cm^2 against the same box with dx, dy and dt halved
 (:func:`factory.tdse.api.refined`), as a relative L2 difference of the images.
+
+Field-free background: at the ends of the preset's R range (and R = 2, 4), the ground state
+propagated exactly as a PMD run but without a pulse, batched with the weakest pulse of the
+range (the preset's lowest intensity) at the same R.  It prints the field-free ``yield`` (what a
+PMD's ``yield`` holds with no field: issue 17 asks for >= 100x below the smallest physical
+yield), the field-free ``absorbed`` norm (also counts the stationary state's high-momentum grid
+tail that reaches the mask, outside the stored window), the per-sample ``background``
+diagnostic (an upper bound on the initial state's continuum population, computed with the
+ground state, plus the float32 rounding floor in single precision),
+``removed`` (the population the stationarity filter took out of the imaginary-time state:
+about the field-free yield without the filter) and the ground state's cost next to one
+propagation's.  ``--precision single`` shows the float32 rounding floor instead.
 """
 
 from __future__ import annotations
@@ -30,8 +42,9 @@ import time
 
 import numpy as np
 
-from factory.tdse import Propagator, absorbing_mask, compute_pmds, config_for, ground_state, h2plus, hehplus, potential
-from factory.tdse.api import ground_state_for, refined
+from factory.tdse import (Propagator, absorbing_mask, compute_pmds, config_for, ground_state, h2plus, hehplus,
+                          make_config, potential)
+from factory.tdse.api import geometry_key, ground_state_for, refined
 from factory.tdse.mask import pmd_from_amplitude
 from factory.tdse.reference import fd_ground_energy
 
@@ -84,11 +97,40 @@ def convergence(preset: str, intensity: float) -> dict:
             "grid": [cfg.grid.nx, cfg.grid.ny], "dt": cfg.dt}
 
 
+def background(preset: str, radii: list[float] | None = None, precision: str = "double") -> list[dict]:
+    """Field-free yield vs the weakest pulse's yield at each R (see the module docstring)."""
+    base = make_config(preset)  # the preset's own sampling ranges
+    r_lo, r_hi = base.sampling.bounds("R")
+    i_lo = base.sampling.bounds("intensity")[0]
+    radii = radii or sorted({r for r in (r_lo, 2.0, 4.0, r_hi) if r_lo <= r <= r_hi})
+    rows = []
+    for R in radii:
+        cfg = config_for("H2+", R, [0.0, i_lo], 0.0, 0.0, preset, precision=precision)
+        t0 = time.perf_counter()
+        gs = ground_state_for(cfg, "H2+", R, 0.0)
+        t_gs = time.perf_counter() - t0
+        runs = [{"molecule": "H2+", "R": R, "alpha": 0.0, "intensity": i, "cep": 0.0} for i in (0.0, i_lo)]
+        t0 = time.perf_counter()
+        free, weak = compute_pmds(cfg, runs, {geometry_key("H2+", R, 0.0): gs})
+        t_prop = time.perf_counter() - t0
+        rows.append({"R": R, "precision": precision, "field_free_yield": free.total_yield,
+                     "field_free_absorbed": free.absorbed, "background": free.background,
+                     "removed": gs.nonstationary, "intensity": i_lo, "yield": weak.total_yield,
+                     "ratio": weak.total_yield / max(free.total_yield, 1e-300),
+                     "seconds_ground_state": t_gs, "seconds_propagation": t_prop, "filter_steps": gs.filter_steps,
+                     "imaginary_steps": gs.steps, "n_steps": cfg.n_steps()})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=["tiny", "small", "paper"])
     ap.add_argument("--intensities", nargs="+", type=float, default=[1e14, 2e14, 4e14])
     ap.add_argument("--no-convergence", action="store_true", help="skip the (8x costlier) refined run")
+    ap.add_argument("--no-background", action="store_true", help="skip the field-free background (2 runs per R)")
+    ap.add_argument("--background-R", nargs="+", type=float, default=None,
+                    help="R values (a.u.) of the background check (default: the range's ends and 2, 4 inside it)")
+    ap.add_argument("--precision", choices=["double", "single"], default="double", help="of the background check")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -97,6 +139,8 @@ def main() -> None:
         r = {"energies": energies(preset), "yields": yields(preset, args.intensities)}
         if not args.no_convergence:
             r["convergence"] = convergence(preset, 3e14)
+        if not args.no_background:
+            r["background"] = background(preset, args.background_R, args.precision)
         report["presets"][preset] = r
         if not args.json:
             print(f"\n## {preset}")
@@ -111,6 +155,15 @@ def main() -> None:
                 print(f"  convergence at 3e14 vs dx/2, dt/2: rel L2 {c['rel_l2']:.2e}, max |diff| / peak "
                       f"{c['max_rel_to_peak']:.2e}, yield {c['yield']:.4e} vs {c['yield_fine']:.4e} "
                       f"({c['seconds']:.0f} s vs {c['seconds_fine']:.0f} s)")
+            if "background" in r:
+                print("  field-free background (H2+, no pulse, same run; vs the weakest pulse at that R):")
+                print("  R    field-free yield  absorbed   background removed    | I (W/cm^2)  yield      ratio    "
+                      "| ground state / propagation")
+                for b in r["background"]:
+                    print(f"  {b['R']:<4g} {b['field_free_yield']:.2e}          {b['field_free_absorbed']:.2e}   "
+                          f"{b['background']:.2e}   {b['removed']:.2e}   | {b['intensity']:.1e}     "
+                          f"{b['yield']:.2e}   {b['ratio']:.1e}  | {b['seconds_ground_state']:.1f} s / "
+                          f"{b['seconds_propagation']:.0f} s for 2 ({b['precision']})")
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import TDSEConfig, make_config
 from .grid import Grid
-from .groundstate import GroundState, molecule_ground_state
+from .groundstate import GroundState, background_bound, molecule_ground_state
 from .mask import MomentumDistribution, absorbing_mask, pmd_from_amplitude
 from .potentials import potential
 from .propagator import Propagator
@@ -41,6 +41,7 @@ class PMDResult:
     total_yield: float  # integral of the mask-method PMD over |kx|, |ky| <= k_out (the stored window)
     params: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    background: float = float("nan")  # field-free background of the run (see field_free_background)
 
     @property
     def dp_dkx(self) -> np.ndarray:
@@ -48,7 +49,25 @@ class PMDResult:
         return MomentumDistribution(self.pmd, self.kx, self.ky, self.total_yield).dp_dkx
 
     def diagnostics(self) -> dict[str, float]:
-        return {"E0": self.energy, "norm_left": self.norm_left, "absorbed": self.absorbed, "yield": self.total_yield}
+        return {"E0": self.energy, "norm_left": self.norm_left, "absorbed": self.absorbed, "yield": self.total_yield,
+                "background": self.background}
+
+
+#: field-free yield (in the stored momentum window) that float32 rounding scatters into the
+#: continuum per real-time step: measured 1.5e-14 (tiny, fftw), 1.6e-14 (tiny, torch) and 1.6e-14
+#: (small, fftw) from the stationary H2+ ground state at R = 1 (about 4.5 u^2, u = 2^-24); in double
+#: precision the same is ~1e-32 per step
+SINGLE_PRECISION_FLOOR_PER_STEP = 1.6e-14
+
+
+def field_free_background(cfg: TDSEConfig, ground: GroundState) -> float:
+    """The ``background`` diagnostic of a run of ``cfg`` from ``ground``: its field-free yield,
+    the ground state's :attr:`~factory.tdse.groundstate.GroundState.background` (an upper bound
+    on its continuum population under the real-time step) plus, with ``precision: single``, the
+    rounding floor ``n_steps x SINGLE_PRECISION_FLOOR_PER_STEP`` (a measured estimate, not a
+    bound: 7.1e-11 on the tiny grid, 1.8e-10 on the small one, 7.7e-10 on the paper's)."""
+    floor = cfg.n_steps() * SINGLE_PRECISION_FLOOR_PER_STEP if cfg.precision == "single" else 0.0
+    return float(ground.background) + floor
 
 
 def config_for(
@@ -72,14 +91,22 @@ def config_for(
 
 
 def ground_state_for(cfg: TDSEConfig, molecule: str, R: float, alpha_deg: float, backend=None) -> GroundState:
-    """Ground state of a molecule on ``cfg``'s grid (embedded in the full box); ``backend``: a
-    :class:`factory.backend.Backend` (its threads) or None for ``cfg.backend`` on one thread."""
+    """Ground state of a molecule on ``cfg``'s grid (embedded in the full box), stationary under
+    the field-free real-time step ``cfg.dt`` unless ``groundstate.stationary`` is off; its
+    ``background`` is the bound on its field-free ionisation under that step either way.
+    ``backend``: a :class:`factory.backend.Backend` (its threads) or None for ``cfg.backend``
+    on one thread."""
     g = cfg.groundstate
-    return molecule_ground_state(
-        cfg.molecule(molecule), R, math.radians(alpha_deg), cfg.build_grid(),
-        margin=g.margin, dtau=g.dtau, tol=g.tol, max_steps=g.max_steps, check_every=g.check_every,
-        backend=backend or cfg.backend,
+    grid = cfg.build_grid()
+    mol, alpha, be = cfg.molecule(molecule), math.radians(alpha_deg), backend or cfg.backend
+    gs = molecule_ground_state(
+        mol, R, alpha, grid, margin=g.margin, dtau=g.dtau, tol=g.tol, max_steps=g.max_steps,
+        check_every=g.check_every, backend=be, dt=cfg.dt if g.stationary else None, filter_time=g.filter_time,
+        polish_time=g.polish_time,
     )
+    if not g.stationary:
+        gs.background = background_bound(grid, potential(mol, R, alpha, grid.x, grid.y), gs.psi, cfg.dt, be)
+    return gs
 
 
 def _check_runs(cfg: TDSEConfig, runs: Sequence[dict[str, Any]]) -> None:
@@ -148,7 +175,7 @@ def compute_pmds(
         out.append(PMDResult(
             pmd=md.pmd, kx=md.kx, ky=md.ky, energy=grounds[key].energy,
             norm_left=float(norms[b]), absorbed=float(absorbed[b]),
-            total_yield=md.total_yield,
+            total_yield=md.total_yield, background=field_free_background(cfg, grounds[key]),
             params={"R": float(run["R"]), "intensity": float(run["intensity"]), "cep": float(run["cep"]),
                     "alpha": float(run["alpha"])},
             seconds=seconds,

@@ -74,11 +74,21 @@ class MaskConfig(_Model):
 
 
 class GroundStateConfig(_Model):
+    """Imaginary-time relaxation on a sub-box, then (``stationary``) a spectral filter on the
+    field-free real-time step of ``dt`` so that the state does not ionise without a field
+    (:mod:`factory.tdse.groundstate`)."""
+
     dtau: float = Field(0.05, gt=0, le=1.0, description="imaginary time step, a.u.")
     tol: float = Field(1e-10, gt=0, le=1e-3, description="stop when |E_k - E_(k-1)| < tol (a.u.)")
     check_every: int = Field(20, ge=1, le=10000, description="steps between energy checks")
     max_steps: int = Field(50000, ge=10, le=10**7)
     margin: float = Field(20.0, ge=5, le=1e4, description="sub-box = molecule extent + margin, a.u.")
+    stationary: bool = Field(True, description="filter the state to the ground state of the field-free real-time "
+                                               "step (off: the imaginary-time state, which sheds ~1e-7..1e-6 field-free)")
+    filter_time: float = Field(60.0, gt=0, le=1e4, description="window of the filter on the sub-box, a.u. "
+                                                                "(lengthened to 10 pi / Ip where that is longer)")
+    polish_time: float = Field(10.0, ge=0, le=1e4, description="window of the filter on the full grid after "
+                                                                "embedding, a.u. (0: none)")
 
 
 class CentreConfig(_Model):

@@ -5,6 +5,23 @@ of n samples share (molecule, R, I0, CEP, alpha), drawn from ``rng_for(seed, i /
 sample i has intensity ``I0 (i % n + 1) / n``: the intensity ladder of focal averaging.  A
 block's samples with the same geometry share one ground state and are propagated together
 in batches of ``batch``.  Images are the PMD, float32 (ky, kx), |k| <= k_out.
+
+Diagnostics per sample: ``E0`` (ground-state energy), ``norm_left`` and ``absorbed`` (norm in
+the box at the end / removed by the mask), ``yield`` (the stored PMD integrated) and
+``background``, the field-free background of the run in the units of ``yield``
+(:func:`factory.tdse.api.field_free_background`): an upper bound on the continuum population
+of the initial state under the discrete field-free step (what it would ionise with no pulse;
+computed once per geometry with the ground state, one extra step on the full grid), plus with
+``precision: single`` the float32 rounding floor (measured: n_steps x 1.6e-14).  The ground
+state is made stationary under that step (``groundstate.stationary``), so in double precision
+it is 3e-16 .. 2e-12 on the tiny and small presets (H2+, R = 1..8), and their measured
+field-free yields lie below it, while the smallest yield of their range (R = 1 a.u.,
+1e14 W/cm^2) is 3.0e-9 (tiny) / 2.4e-9 (small).  With ``stationary`` off it bounds the
+imaginary-time state at 2-4e-5 (loosely: that state's measured field-free yield is 3-7e-7 on
+the tiny grid).  In single precision it is 7.1e-11 (tiny) and 1.8e-10 (small): only 1/40 and
+1/15 of the yield at that corner.  ``yield / background >= 100`` means the PMD is not spurious
+ionisation.  The propagated field-free yield itself (a run with intensity 0, one extra
+propagation) is measured per preset by ``benchmarks/tdse_validation.py``.
 """
 
 from __future__ import annotations
@@ -21,9 +38,14 @@ from .groundstate import GroundState
 from .mask import crop_axes
 
 PARAMS = ["R", "intensity", "cep", "alpha", "molecule", "I0", "ladder_index"]
-DIAGNOSTICS = ["E0", "norm_left", "absorbed", "yield"]
+DIAGNOSTICS = ["E0", "norm_left", "absorbed", "yield", "background"]
 UNITS = {"R": "a.u.", "intensity": "W/cm^2", "cep": "rad", "alpha": "deg", "molecule": "code",
-         "I0": "W/cm^2", "ladder_index": "", "E0": "a.u.", "norm_left": "", "absorbed": "", "yield": ""}
+         "I0": "W/cm^2", "ladder_index": "", "E0": "a.u.", "norm_left": "", "absorbed": "", "yield": "",
+         "background": ""}
+BACKGROUND_NOTE = ("field-free background of the run in units of yield: upper bound on the continuum population of the "
+                   "initial state under the discrete field-free step (Chebyshev bound from the step's residual), plus "
+                   "with precision single the float32 rounding floor n_steps x 1.6e-14 (measured); "
+                   "yield / background >= 100: the PMD is not spurious ionisation")
 
 
 class TDSESimulator(Simulator):
@@ -63,6 +85,11 @@ class TDSESimulator(Simulator):
                      "x_max": c.grid.x_max, "y_max": c.grid.y_max},
             "dt": c.dt, "n_steps": c.n_steps(), "ladder": c.sampling.ladder,
             "ladder_rule": "intensity = I0 * (ladder_index + 1) / ladder",
+            "ground_state": ("imaginary time (dtau = %g a.u.) on a sub-box, " % c.groundstate.dtau)
+            + ("then filtered to the ground state of the field-free real-time step (windows %g a.u. on the sub-box, "
+               "%g a.u. on the grid)" % (c.groundstate.filter_time, c.groundstate.polish_time)
+               if c.groundstate.stationary else "not made stationary under the real-time step"),
+            "background": BACKGROUND_NOTE,
         }
 
     # -- sampling -------------------------------------------------------------------
