@@ -1,22 +1,28 @@
-"""TDSE split-operator benchmark: time per step vs the FFTs that step needs, and pyFFTW vs numpy.
+"""TDSE split-operator benchmark: time per step vs the FFTs that step needs, fused vs numpy kernels.
 
     python benchmarks/bench_tdse.py                 # small and paper grids
-    python benchmarks/bench_tdse.py --grids small --steps 50
+    python benchmarks/bench_tdse.py --grids small --steps 50 --repeats 7
+    python benchmarks/bench_tdse.py --grids small --profile   # time per operation inside a step
     python benchmarks/bench_tdse.py --grids small --modes     # precision x mask.every per PMD
 
-For each grid (the `small` and `paper` presets' boxes) one run measures, interleaved and taking
-the best of ``--repeats``:
+For each grid (the `small` and `paper` presets' boxes) one run measures, interleaved (every
+repeat runs each variant once, in turn, so the machine's load hits all alike) and taking the
+best of ``--repeats``:
 
 - ``step``: one real-time step of :class:`factory.tdse.Propagator` (velocity gauge, H2+
-  potential, pulse, mask + mask-method accumulation every step, batch 1);
-- ``ffts``: the FFTs that step needs (2 + 1 per mask step) with the same library, plans,
-  buffers and threads;
+  potential, pulse, mask + mask-method accumulation every step, batch 1), once per elementwise
+  kernel set (``--kernels``: ``numba``, the fused single-pass loops, and ``numpy``, the
+  multi-pass numpy reference);
+- ``ffts`` (the FFT floor): the FFTs that step needs (2 + 1 per mask step) with the same
+  library, plans, buffers and threads on arrays of the same shape;
 - ``naive``: a straightforward numpy implementation of the same step (numpy.fft, the 2D
   kinetic exponential and 2D Volkov phase recomputed each step, no fused kernels).
 
-It prints ``step / ffts`` (the target is <= 1.5) per backend and ``naive / step`` (the pyFFTW
-speed-up).  ``--modes`` instead times a step at double / single precision with the mask (and
-its extra FFT) every 1, 2 or 4 steps, interleaved, as ratios to double precision every step.
+It prints ``step / ffts`` (the target is <= 1.5) per backend and kernel set, ``naive / step``
+(the speed-up) and the load average before and after, with the CPU model.  ``--profile`` times
+each operation of the step (FFTs, kinetic, split, accumulate, ...) inside real steps;
+``--modes`` times a step at double / single precision with the mask (and its extra FFT) every
+1, 2 or 4 steps, per kernel set, interleaved, as ratios to double precision every step.
 Results depend on the machine and its load; numbers go to BENCHMARKS.md.
 """
 
@@ -28,8 +34,9 @@ import platform
 import time
 
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
 
-from factory import backend as fb
+from factory.backend import Backend
 from factory.tdse.config import PRESETS, make_config, preset_values
 from factory.tdse.grid import Grid
 from factory.tdse.mask import absorbing_mask
@@ -39,7 +46,7 @@ from factory.tdse.propagator import Propagator
 from factory.tdse.pulse import Pulse
 
 
-def build(preset: str, backend: str, precision: str = "double", every: int = 1):
+def build(preset: str, backend: str | Backend, precision: str = "double", every: int = 1):
     p = preset_values(preset)
     g = Grid(**p["grid"])
     V = potential(h2plus(), 2.0, 0.0, g.x, g.y)
@@ -88,62 +95,117 @@ def best(fn, n: int, repeats: int, clock=time.perf_counter) -> float:
     return min(times)
 
 
-def bench(preset: str, steps: int, repeats: int, backends: list[str], naive: bool) -> dict:
+def timed(fops, bufs: list, fn, n: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``n`` calls ``bufs[:] = fn(*bufs)`` (FFTs), in chunks between which
+    the buffers are refilled (untimed) with tiny random data: the transforms are unnormalised
+    (x N per forward + inverse pair), so the values must stay in range (1e-100 .. 1e37 over 25
+    pairs in double, 1e-20 .. 1e2 over 4 in single on 800 x 400)."""
+    rng = np.random.default_rng(0)
+    scale, chunk = (1e-20, 4) if bufs[0].dtype == np.complex64 else (1e-100, 25)
+    wall = cpu = 0.0
+    for start in range(0, n, chunk):
+        for buf in bufs:
+            buf[...] = fops.asarray(scale * (rng.standard_normal(buf.shape) + 1j * rng.standard_normal(buf.shape)))
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(min(chunk, n - start)):
+            bufs[:] = fn(*bufs)
+        fops.synchronize()
+        wall += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+    return wall, cpu
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def bench(preset: str, steps: int, repeats: int, backends: list[str], kernels: list[str], threads: int,
+          naive: bool) -> dict:
     out = {}
-    for be in backends:
-        g, V, psi0, M, dt, prop = build(preset, be)
-        ops = prop.ops
-        prop.run(2)  # warm-up
-        # separate buffers with the same library/plans/threads (FFTW wisdom makes them identical);
-        # tiny random data so that the unnormalised transforms cannot overflow
-        fops = make_ops(be, ops.shape)
-        a, b = fops.empty(), fops.empty()
-        rng = np.random.default_rng(0)
+    for name in backends:
+        props = {}
+        for k in kernels:
+            g, V, psi0, M, dt, props[k] = build(preset, Backend.create(name, threads=threads, kernels=k))
+            props[k].run(2)  # warm-up (and numba's first call)
+        shape = props[kernels[0]].ops.shape
+        # separate buffers with the same library/plans/threads (FFTW wisdom makes them identical)
+        fops = make_ops(Backend.create(name, threads=threads), shape)
+        bufs = [fops.empty(), fops.empty()]
 
-        def refill():
-            for buf in (a, b):
-                buf[...] = fops.asarray(1e-100 * (rng.standard_normal(ops.shape) + 1j * rng.standard_normal(ops.shape)))
+        def ffts(a, b, fops=fops):
+            a = fops.ifft(fops.fft(a))
+            return a, fops.fft(b)
 
-        def ffts(n):
-            nonlocal a, b
-            for _ in range(n):
-                a = fops.fft(a)
-                a = fops.ifft(a)
-                b = fops.fft(b)
-            fops.synchronize()
-
-        t_step, t_fft, c_step, c_fft = [], [], [], []
-        for _ in range(repeats):  # interleave so that machine load hits both alike
-            t0, c0 = time.perf_counter(), time.process_time()
-            prop.run(steps)
-            t_step.append((time.perf_counter() - t0) / steps)
-            c_step.append((time.process_time() - c0) / steps)
-            refill()
-            t0, c0 = time.perf_counter(), time.process_time()
-            ffts(steps)
-            t_fft.append((time.perf_counter() - t0) / steps)
-            c_fft.append((time.process_time() - c0) / steps)
-        out[be] = {"step_ms": 1e3 * min(t_step), "ffts_ms": 1e3 * min(t_fft),
-                   "ratio": min(t_step) / min(t_fft), "cpu_ratio": min(c_step) / min(c_fft),
-                   "threads": getattr(ops, "fft_threads", getattr(ops, "threads", None))}
-        del fops, a, b
-        if naive and be == backends[0]:
+        t_step = {k: [] for k in kernels}
+        c_step = {k: [] for k in kernels}
+        t_fft, c_fft = [], []
+        for _ in range(repeats):  # interleave so that machine load hits all alike
+            for k, prop in props.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                prop.run(steps)
+                t_step[k].append((time.perf_counter() - t0) / steps)
+                c_step[k].append((time.process_time() - c0) / steps)
+            wall, cpu = timed(fops, bufs, ffts, steps)
+            t_fft.append(wall / steps)
+            c_fft.append(cpu / steps)
+        for k, prop in props.items():
+            ops = prop.ops
+            out[(name, k)] = {"step_ms": 1e3 * min(t_step[k]), "ffts_ms": 1e3 * min(t_fft),
+                              "ratio": min(t_step[k]) / min(t_fft), "cpu_ratio": min(c_step[k]) / min(c_fft),
+                              "median_ratio": float(np.median(t_step[k]) / np.median(t_fft)),
+                              "threads": getattr(ops, "fft_threads", getattr(ops, "threads", None)),
+                              "kernels": getattr(ops, "kernels", "torch")}
+        del fops, bufs
+        if naive and name == backends[0]:
             nv = Naive(g, V, psi0, M, dt, Pulse(3e14))
             nv.step()
             t_nv = best(lambda n: [nv.step() for _ in range(n)], max(1, steps // 2), repeats)
             out["naive-numpy"] = {"step_ms": 1e3 * t_nv}
-        del prop
+        del props
     return out
+
+
+OPS = ("fft", "ifft", "kinetic", "split", "accumulate", "mul", "mul_conj", "expi")
+
+
+def profile(preset: str, steps: int, backend: Backend, precision: str = "double", every: int = 1) -> dict:
+    """ms per step spent in each operation of real steps (the ops' methods wrapped with timers)."""
+    prop = build(preset, backend, precision, every)[-1]
+    prop.run(2)
+    ops, spent = prop.ops, dict.fromkeys(OPS, 0.0)
+    for op in OPS:
+        fn = getattr(ops, op)
+
+        def timed(*args, _fn=fn, _op=op):
+            t0 = time.perf_counter()
+            r = _fn(*args)
+            spent[_op] += time.perf_counter() - t0
+            return r
+
+        setattr(ops, op, timed)
+    t0 = time.perf_counter()
+    prop.run(steps)
+    total = time.perf_counter() - t0
+    return {"total": 1e3 * total / steps, **{op: 1e3 * v / steps for op, v in spent.items()}}
 
 
 MODES = [("double", 1), ("single", 1), ("single", 2), ("single", 4)]
 
 
-def bench_modes(preset: str, steps: int, repeats: int, backend: str) -> dict:
-    """Seconds per step of each (precision, mask.every), interleaved, best of ``repeats``."""
-    props = {m: build(preset, backend, *m)[-1] for m in MODES}
+def bench_modes(preset: str, steps: int, repeats: int, backend: str, kernels: list[str], threads: int) -> dict:
+    """Seconds per step of each (kernels, precision, mask.every), interleaved, best of ``repeats``;
+    and per precision the FFT pair (forward + inverse) and one forward FFT on planned buffers, so
+    that each mode's FFT floor is ``pair + single / every``."""
+    props = {(k, *m): build(preset, Backend.create(backend, threads=threads, kernels=k), *m)[-1]
+             for k in kernels for m in MODES}
     steps = max(4, steps - steps % 4)  # whole mask periods
-    times: dict[tuple, list[float]] = {m: [] for m in MODES}
+    times: dict[tuple, list[float]] = {m: [] for m in props}
+    shape = next(iter(props.values())).ops.shape
+    fft_ops = {}
+    for prec, dtype in (("double", np.complex128), ("single", np.complex64)):
+        fops = make_ops(Backend.create(backend, threads=threads), shape, dtype)
+        fft_ops[prec] = (fops, [fops.empty()])
+        times[("pair", prec)], times[("one", prec)] = [], []
     for p in props.values():
         p.run(4)
     for _ in range(repeats):
@@ -151,6 +213,9 @@ def bench_modes(preset: str, steps: int, repeats: int, backend: str) -> dict:
             t0 = time.perf_counter()
             p.run(steps)
             times[m].append((time.perf_counter() - t0) / steps)
+        for prec, (fops, bufs) in fft_ops.items():
+            times[("pair", prec)].append(timed(fops, bufs, lambda a: [fops.ifft(fops.fft(a))], steps)[0] / steps)
+            times[("one", prec)].append(timed(fops, bufs, lambda a: [fops.fft(a)], steps)[0] / steps)
     return {m: min(t) for m, t in times.items()}
 
 
@@ -160,33 +225,62 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0, help="steps per timing (default: 40 small, 3 paper)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backends", nargs="+", default=["fftw", "numpy"])
+    ap.add_argument("--kernels", nargs="+", default=["numba", "numpy"], choices=["numba", "numpy"])
+    ap.add_argument("--threads", type=int, default=1, help="Backend threads (FFT and kernel threads)")
     ap.add_argument("--modes", action="store_true", help="compare precision x mask.every instead")
+    ap.add_argument("--profile", action="store_true", help="time each operation inside real steps instead")
+    ap.add_argument("--precision", default="double", choices=["double", "single"], help="--profile: precision")
+    ap.add_argument("--every", type=int, default=1, help="--profile: mask period")
     args = ap.parse_args()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# TDSE split-operator benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, one FFT thread per process (Backend threads=1), numpy {np.__version__}, load average {load:.1f}")
+    print(f"# TDSE split-operator benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {cpu_model()}, {platform.machine()}, "
+          f"{os.cpu_count()} CPUs, Backend threads={args.threads}, numpy {np.__version__}, load average {load()}")
     for preset in args.grids:
         g = Grid(**preset_values(preset)["grid"])
         steps = args.steps or (40 if g.nx * g.ny < 1 << 21 else 5)
-        if args.modes:
-            res = bench_modes(preset, steps, args.repeats, args.backends[0])
-            n = make_config(preset).n_steps()
-            print(f"\n## {preset}: {g.nx} x {g.ny}, {args.backends[0]}, batch 1, {n} steps per PMD")
-            for (prec, every), t in res.items():
-                print(f"  {prec:>6}, mask every {every}: {1e3 * t:7.2f} ms/step  {t * n:7.0f} s/PMD  "
-                      f"x{res[MODES[0]] / t:.2f} vs double every step")
+        if args.profile:
+            print(f"\n## {preset}: {g.nx} x {g.ny}, {args.precision} precision, mask + accumulation every {args.every} "
+                  f"step(s), {steps} steps, ms per step in each operation")
+            for name in args.backends:
+                for k in args.kernels:
+                    r = profile(preset, steps, Backend.create(name, threads=args.threads, kernels=k), args.precision,
+                                args.every)
+                    parts = "  ".join(f"{op} {v:.2f}" for op, v in r.items() if op != "total" and v > 0)
+                    print(f"  {name:>6}/{k:<5}: step {r['total']:.2f}   {parts}")
             continue
-        res = bench(preset, steps, args.repeats, args.backends, naive=True)
-        print(f"\n## {preset}: {g.nx} x {g.ny}, complex128, batch 1, mask + accumulation every step, {steps} steps x best of {args.repeats}")
-        for be in args.backends:
-            r = res[be]
-            print(f"  {be:>6}: step {r['step_ms']:9.2f} ms   3 FFTs {r['ffts_ms']:9.2f} ms   step/FFTs = {r['ratio']:.2f} "
-                  f"(CPU time: {r['cpu_ratio']:.2f}; threads {r['threads']})")
+        if args.modes:
+            res = bench_modes(preset, steps, args.repeats, args.backends[0], args.kernels, args.threads)
+            n = make_config(preset).n_steps()
+            print(f"\n## {preset}: {g.nx} x {g.ny}, {args.backends[0]}, batch 1, {n} steps per PMD, {steps} steps x "
+                  f"best of {args.repeats}; load average {load()} at the end")
+            ref = res[(args.kernels[-1], *MODES[0])]
+            for prec in ("double", "single"):
+                pair, one = res[("pair", prec)], res[("one", prec)]
+                print(f"  FFT pair {prec}: {1e3 * pair:.2f} ms, one FFT {1e3 * one:.2f} ms")
+            for key, t in res.items():
+                if len(key) != 3:
+                    continue
+                k, prec, every = key
+                floor = res[("pair", prec)] + res[("one", prec)] / every
+                print(f"  {k:>5} {prec:>6}, mask every {every}: {1e3 * t:7.2f} ms/step  {t * n:7.0f} s/PMD  "
+                      f"x{ref / t:.2f} vs {args.kernels[-1]} double every step   step / FFT floor {t / floor:.2f}")
+            continue
+        res = bench(preset, steps, args.repeats, args.backends, args.kernels, args.threads, naive=True)
+        print(f"\n## {preset}: {g.nx} x {g.ny}, complex128, batch 1, mask + accumulation every step, {steps} steps x "
+              f"best of {args.repeats}; load average {load()} at the end")
+        for name in args.backends:
+            for k in args.kernels:
+                r = res[(name, k)]
+                print(f"  {name:>6}/{r['kernels']:<5}: step {r['step_ms']:8.2f} ms   3 FFTs {r['ffts_ms']:8.2f} ms   "
+                      f"step/FFTs = {r['ratio']:.2f} (medians {r['median_ratio']:.2f}; CPU time {r['cpu_ratio']:.2f}; "
+                      f"threads {r['threads']})")
+        first = res[(args.backends[0], args.kernels[0])]["step_ms"]
         nv = res["naive-numpy"]["step_ms"]
-        print(f"  naive numpy step {nv:9.2f} ms   speed-up of {args.backends[0]} step over naive numpy: {nv / res[args.backends[0]]['step_ms']:.2f}x")
-        if "numpy" in res and args.backends[0] != "numpy":
-            print(f"  speed-up of {args.backends[0]} over the numpy backend (same kernels, numpy.fft): "
-                  f"{res['numpy']['step_ms'] / res[args.backends[0]]['step_ms']:.2f}x")
+        print(f"  naive numpy step {nv:8.2f} ms   speed-up of {args.backends[0]}/{args.kernels[0]} over naive numpy: "
+              f"{nv / first:.2f}x")
+        if len(args.kernels) > 1:
+            for name in args.backends:
+                a, b = (res[(name, k)]["step_ms"] for k in args.kernels[:2])
+                print(f"  {name}: {args.kernels[0]} kernels vs {args.kernels[1]}: {b / a:.2f}x")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ its library's thread setting.
 
 The FFTW planner effort defaults to ``FFTW_MEASURE`` (``FACTORY_FFTW_PLANNER`` may lower it,
 e.g. to ``FFTW_ESTIMATE`` in the tests, where planning would cost more than the transforms).
+
+Elementwise kernels of the CPU backends (``kernels``): ``"numba"``, fused single-pass loops
+(:mod:`factory.tdse.kernels`), or ``"numpy"``, the multi-pass numpy reference; ``"auto"`` (the
+default; ``FACTORY_KERNELS`` may set it) is numba when importable, else numpy.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ BackendName = Literal["auto", "fftw", "torch", "numpy"]
 BACKENDS = ("auto", "fftw", "torch", "numpy")
 DEFAULT_THREADS = 1
 PLANNERS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
+KERNELS = ("auto", "numba", "numpy")
 _MAX_PLANS = 64
 
 
@@ -62,6 +67,15 @@ def has_torch() -> bool:
     try:
         import torch  # noqa: F401
     except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return True
+
+
+@functools.cache
+def has_numba() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
         return False
     return True
 
@@ -97,6 +111,17 @@ def _default_planner() -> str:
     return effort
 
 
+def _kernels_choice(kernels: str | None) -> str:
+    """The elementwise kernels asked for ('auto' stays 'auto': :attr:`Backend.fused_kernels` decides
+    where the kernels are built, so that numba is imported only by processes that use it)."""
+    kernels = kernels or os.environ.get("FACTORY_KERNELS", "auto")
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels = {kernels!r}: choose one of {', '.join(KERNELS)}")
+    if kernels == "numba" and not has_numba():
+        raise ValueError("kernels 'numba' requested but numba is not installed; use 'numpy' or 'auto'")
+    return kernels
+
+
 class Backend:
     """Arrays, FFTs (planned and cached), matrix products, device and threads in one object.
 
@@ -104,11 +129,12 @@ class Backend:
     caches live as long as the process); pass it to the code that computes.
     """
 
-    def __init__(self, name: str, threads: int, device: str, planner: str):
+    def __init__(self, name: str, threads: int, device: str, planner: str, kernels: str = "auto"):
         self.name = name
         self.threads = threads
         self.device = device
         self.planner = planner
+        self.kernels = kernels  # elementwise kernels of the CPU backends: "auto", "numba" or "numpy"
         self.is_torch = name == "torch"
         self.blas = "torch" if (name == "torch" or (name == "fftw" and has_torch())) else "numpy"
         if self.is_torch or self.blas == "torch":
@@ -120,10 +146,12 @@ class Backend:
 
     @classmethod
     def create(cls, name: str = "auto", threads: int = DEFAULT_THREADS, device: str | None = None,
-               planner: str | None = None) -> "Backend":
+               planner: str | None = None, kernels: str | None = None) -> "Backend":
         """The backend ``name`` with ``threads`` threads on ``device`` (torch only: 'cpu', 'cuda', 'cuda:1').
 
-        ``device=None`` is the GPU for torch when one is present, else the CPU.
+        ``device=None`` is the GPU for torch when one is present, else the CPU.  ``kernels``:
+        'auto', 'numba' or 'numpy' (the elementwise kernels of the CPU backends; None: the
+        ``FACTORY_KERNELS`` environment variable, else 'auto').
         """
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads = {threads!r}: must be an integer >= 1")
@@ -137,13 +165,13 @@ class Backend:
         planner = planner or _default_planner()
         if planner not in PLANNERS:
             raise ValueError(f"planner = {planner!r}: choose one of {', '.join(PLANNERS)}")
-        return _shared(concrete, int(threads), device, planner)
+        return _shared(concrete, int(threads), device, planner, _kernels_choice(kernels))
 
     def __repr__(self) -> str:
-        return f"Backend(name={self.name!r}, threads={self.threads}, device={self.device!r})"
+        return f"Backend(name={self.name!r}, threads={self.threads}, device={self.device!r}, kernels={self.kernels!r})"
 
     def __reduce__(self):  # pickles as its recipe: plans and device state are rebuilt where it lands
-        return (Backend.create, (self.name, self.threads, self.device, self.planner))
+        return (Backend.create, (self.name, self.threads, self.device, self.planner, self.kernels))
 
     # -- threads ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -160,6 +188,11 @@ class Backend:
         finally:
             if before != self.threads:
                 self._torch.set_num_threads(before)
+
+    @property
+    def fused_kernels(self) -> bool:
+        """Whether the CPU backends' elementwise kernels are the fused numba ones."""
+        return self.kernels == "numba" or (self.kernels == "auto" and has_numba())
 
     def synchronize(self) -> None:
         """Wait for queued device work (timing); a no-op on the CPU."""
@@ -294,8 +327,9 @@ class Backend:
 
 
 @functools.lru_cache(maxsize=None)
-def _shared(name: str, threads: int, device: str, planner: str) -> Backend:
-    return Backend(name, threads, device, planner)
+def _shared(name: str, threads: int, device: str, planner: str, kernels: str) -> Backend:
+    return Backend(name, threads, device, planner, kernels)
 
 
-__all__ = ["BACKENDS", "DEFAULT_THREADS", "Backend", "BackendName", "has_cuda", "has_pyfftw", "has_torch", "resolve"]
+__all__ = ["BACKENDS", "DEFAULT_THREADS", "KERNELS", "Backend", "BackendName", "has_cuda", "has_numba", "has_pyfftw",
+           "has_torch", "resolve"]

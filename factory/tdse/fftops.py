@@ -20,30 +20,27 @@ norm by ~1e-7 per step (phase factors are unit-modular only to float32 rounding)
 run buries a yield of 1e-4 in ``1 - norm``; the norm the mask removed, summed step by step with
 the exact weights ``1 - M^2``, does not carry that drift.
 
-The CPU kernels work on row blocks that stay in cache and split them over ``threads`` threads
-(numpy releases the GIL), so a step costs little more than its FFTs.  Backend choice, thread
-count, device and FFTW planner effort come from a :class:`factory.backend.Backend` (or its name,
-with one thread) given to :func:`make_ops`.
+The CPU backends' elementwise kernels are, by default, fused single-pass numba loops
+(:class:`~factory.tdse.kernels.FusedOps`, mixed into :class:`FusedNumpyOps` / :class:`FusedFFTWOps`);
+the numpy kernels here are the reference and the fallback (``kernels='numpy'`` on the Backend,
+or numba missing; the fused kernels run on one thread).  The numpy kernels work on row blocks
+that stay in cache and split them over ``threads`` threads (numpy releases the GIL).  Backend
+choice, thread count, device, kernels and FFTW planner effort come from a
+:class:`factory.backend.Backend` (or its name, with one thread) given to :func:`make_ops`.
 """
 
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..backend import Backend, resolve
+from .kernels import FusedOps
+from .kernels import pool as _pool
 
 _BLOCK = 1 << 15  # elements per row block (~512 KiB of complex128)
 _PARALLEL_MIN = 1 << 17  # arrays smaller than this are processed by one thread
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    if n not in _POOLS:
-        _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="tdse-kernel")
-    return _POOLS[n]
 
 
 def _pick(w, b):
@@ -65,6 +62,7 @@ class NumpyOps:
     """numpy arrays, numpy.fft transforms, blocked/threaded elementwise kernels."""
 
     name = "numpy"
+    kernels = "numpy"
 
     def __init__(self, shape: tuple[int, int, int], dtype=np.complex128, threads: int = 1):
         self.shape = tuple(shape)
@@ -258,6 +256,14 @@ class FFTWOps(NumpyOps):
         return a
 
 
+class FusedNumpyOps(FusedOps, NumpyOps):
+    """numpy.fft transforms, fused numba elementwise kernels."""
+
+
+class FusedFFTWOps(FusedOps, FFTWOps):
+    """pyFFTW transforms, fused numba elementwise kernels."""
+
+
 class TorchOps:
     """torch tensors on a device (GPU when lent, CPU otherwise); torch.fft transforms."""
 
@@ -333,24 +339,30 @@ class TorchOps:
 
 
 def make_ops(backend: str | Backend, shape: tuple[int, int, int], dtype=np.complex128, device: str | None = None,
-             buffers: int = 2, quick_plan: bool = False):
+             buffers: int = 2, quick_plan: bool = False, kernels: str | None = None):
     """Kernels for ``backend`` on (B, Ny, Nx) arrays.
 
-    ``backend``: a :class:`~factory.backend.Backend` (its name, threads, device and planner
-    effort are used), or a backend name ('auto', 'fftw', 'numpy', 'torch'), which means that
-    backend with one thread on ``device``.  pyFFTW gets ``buffers`` planned buffers;
+    ``backend``: a :class:`~factory.backend.Backend` (its name, threads, device, kernels and
+    planner effort are used), or a backend name ('auto', 'fftw', 'numpy', 'torch'), which means
+    that backend with one thread on ``device``.  pyFFTW gets ``buffers`` planned buffers;
     ``quick_plan`` plans with FFTW_ESTIMATE (short runs such as the ground state, where
-    measuring plans would cost more than it saves).
+    measuring plans would cost more than it saves).  ``kernels`` ('numba', 'numpy', 'auto')
+    overrides the Backend's choice of elementwise kernels on the CPU backends.
     """
     if not isinstance(backend, Backend):
-        backend = Backend.create(backend, device=device if resolve(backend) == "torch" else None)
+        backend = Backend.create(backend, device=device if resolve(backend) == "torch" else None, kernels=kernels)
+    elif kernels is not None:
+        backend = Backend.create(backend.name, backend.threads, None if backend.name != "torch" else backend.device,
+                                 backend.planner, kernels)
     be = backend
     if be.is_torch:
         return TorchOps(shape, dtype, be.device)
+    fused = be.fused_kernels
     if be.name == "fftw":
-        return FFTWOps(shape, dtype, threads=be.threads, buffers=buffers,
-                       effort="FFTW_ESTIMATE" if quick_plan else be.planner)
-    return NumpyOps(shape, dtype, threads=be.threads)
+        cls = FusedFFTWOps if fused else FFTWOps
+        return cls(shape, dtype, threads=be.threads, buffers=buffers,
+                   effort="FFTW_ESTIMATE" if quick_plan else be.planner)
+    return (FusedNumpyOps if fused else NumpyOps)(shape, dtype, threads=be.threads)
 
 
 def fft_count_per_step(mask_every: int, collect: bool = True) -> float:
@@ -358,4 +370,4 @@ def fft_count_per_step(mask_every: int, collect: bool = True) -> float:
     return 2.0 + (1.0 / mask_every if collect else 0.0)
 
 
-__all__ = ["NumpyOps", "FFTWOps", "TorchOps", "make_ops", "fft_count_per_step"]
+__all__ = ["NumpyOps", "FFTWOps", "FusedNumpyOps", "FusedFFTWOps", "TorchOps", "make_ops", "fft_count_per_step"]
