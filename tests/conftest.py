@@ -38,3 +38,14 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     errors = [l for l in lines if l.startswith("error: ")]
     assert len(errors) == 1, f"expected exactly one 'error:' line, got:\n{proc.stderr}"
     return errors[0]
+
+
+@pytest.fixture
+def torch_one_thread():
+    """torch's CPU thread pool spins badly on a shared 2-core machine: use one thread here."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

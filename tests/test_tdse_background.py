@@ -18,16 +18,6 @@ from factory.tdse.api import ground_state_for
 from factory.tdse.groundstate import background_bound, step_eigenphase
 
 
-@pytest.fixture
-def torch_one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_field_free_background_at_tiny_is_100x_below_the_smallest_yield():
     """The tiny preset's smallest yield is at its (R, I) corner R = 1 a.u., 1e14 W/cm^2 (measured
     3.0e-9; R = 2: 3.1e-8, R = 4: 3.5e-3, R = 8: 8.0e-2).  The same ground state propagated for

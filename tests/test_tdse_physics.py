@@ -62,17 +62,6 @@ def test_ground_state_rotation_and_embedding():
 
 
 # -- unitarity ------------------------------------------------------------------------------
-@pytest.fixture
-def torch_one_thread():
-    """torch's CPU thread pool spins badly on a shared 2-core machine: use one thread here."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_norm_conserved_without_mask(backend, torch_one_thread):
     g = Grid(64, 64, 16.0, 16.0)

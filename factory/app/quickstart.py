@@ -18,6 +18,7 @@ from factory.store import DatasetStore
 
 from factory.app.quickstart_baselines import stage_baselines
 from factory.app.quickstart_context import Context, generate_stage
+from factory.app.quickstart_tdse import stage_tdse, stage_tdse_shifted
 from factory.app.quickstart_train import stage_train_pmd, stage_train_scatter
 
 
@@ -68,30 +69,6 @@ def stage_msft(ctx: Context) -> str:
                    f"(log10(I / max I) over 6 decades, 128 x 128, seeded 80/10/10 split) in {rep.wall_s:.1f} s.\n")
 
 
-def stage_tdse(ctx: Context) -> str:
-    from factory.processing.steps import focal_average_store, preprocess_store
-    from factory.app.quickstart_tdse import stage_tdse as run
-
-    text = run(ctx)
-    raw = DatasetStore.open(ctx.stores["tdse"])
-    if int(raw.meta.get("simulator", {}).get("ladder", 1)) < 2:
-        return text
-    focal = focal_average_store(raw.path, ctx.out / "tdse-focal.zarr", overwrite=True, workers=ctx.workers,
-                                progress=ctx.progress)
-    net = preprocess_store([raw.path], ctx.out / "tdse-net.zarr", mode="pmd2d", overwrite=True,
-                           workers=ctx.workers, progress=ctx.progress)
-    fa = plot_samples(DatasetStore.open(focal.path), ctx.out / "tdse-focal.png", n=4, log=True, labels=["R", "I0"])
-    nf = plot_samples(DatasetStore.open(net.path), ctx.out / "tdse-net.png", n=4, labels=["R", "intensity"])
-    return text + (
-        "\n### Focal-volume averaging and network input (Shvetsov-Shilovski & Lein, PRA 2023, eqs. 5-6, Sec. II A)\n\n"
-        f"`factory process focal-average`: {focal.samples} focal-averaged PMDs from the intensity ladders "
-        f"(product trapezoidal rule) in {focal.wall_s:.1f} s; `factory process preprocess --mode pmd2d`: "
-        f"{net.samples} images of 128 x 256 (log10(P / max P) clipped at -5, one symmetric momentum window, "
-        "bicubic, 0..255).\n\n"
-        f"![focal-averaged]({fa.name})\n\n![network input]({nf.name})\n"
-    )
-
-
 def stage_stream(ctx: Context) -> str:
     from models.stream.pipeline import StreamOptions, StreamPredictor
     from models.stream.sinks import ZarrSink
@@ -119,6 +96,7 @@ STAGES: list[tuple[str, Callable[[Context], str]]] = [
     ("msft", stage_msft),
     ("tdse", stage_tdse),
     ("train-pmd", stage_train_pmd),
+    ("tdse-shifted", stage_tdse_shifted),
     ("train-scatter", stage_train_scatter),
     ("stream", stage_stream),
     ("baselines", stage_baselines),

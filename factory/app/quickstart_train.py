@@ -22,6 +22,9 @@ STORE_KEYS: dict[str, tuple[str, ...]] = {
 # shared 2-core box: 8 epochs took 172 s (PMD CNN, 146 images of 128 x 256) and 186 s (ResNet
 # small, 410 images of 128 x 128, with Fig. 5), about 40 s of that Ray Train start-up.
 EPOCHS = {"tiny": 2, "small": 5, "paper": 30}
+#: the PMD CNN at `small` learns from ~100 TDSE PMDs: more epochs (an epoch is a few seconds), in-process
+#: (Ray Train's start-up would cost more than the training; the ResNet stage shows the Ray Train path)
+PMD_EPOCHS = {"small": 15}
 
 
 def _find(ctx, kind: str) -> Path | None:
@@ -44,16 +47,17 @@ def _synthetic(ctx, kind: str) -> Path:
     return path
 
 
-def _run(ctx, preset: str, store: Path, name: str, extra: list[str] | None = None) -> tuple[Any, dict, Path]:
+def _run(ctx, preset: str, store: Path, name: str, extra: list[str] | None = None,
+         epochs: int | None = None, local: bool = False) -> tuple[Any, dict, Path]:
     from models.evaluate import evaluate
     from models.train import load_train_config, train
 
     size = "tiny" if ctx.size == "tiny" else "small"
-    epochs = EPOCHS.get(ctx.size, 8)
+    epochs = epochs or EPOCHS.get(ctx.size, 8)
     sets = [f"optim.epochs={epochs}", f"optim.lr_drop_epochs=[{max(1, int(epochs * 0.75))}]"] + list(extra or [])
     if ctx.size == "paper":
         size, sets = "paper", []
-    if ctx.size == "tiny":  # seconds: in-process (the Ray Train path is the same function; tests cover it)
+    if ctx.size == "tiny" or local:  # seconds: in-process (the Ray Train path is the same function; tests cover it)
         sets.append("run.backend=local")
     cfg = load_train_config(f"{preset}/{size}", sets)
     run = ctx.out / f"train-{name}"
@@ -94,7 +98,8 @@ def stage_train_pmd(ctx) -> str:
     store = _find(ctx, "pmd")
     synthetic = store is None
     store = store or _synthetic(ctx, "pmd")
-    res, ev, run = _run(ctx, "pmd-cnn", store, "pmd-cnn")
+    epochs = None if synthetic else PMD_EPOCHS.get(ctx.size)
+    res, ev, run = _run(ctx, "pmd-cnn", store, "pmd-cnn", epochs=epochs, local=epochs is not None)
     return _section(ctx, "PMD CNN (Shvetsov-Shilovski & Lein, PRA 2023): R from 2D momentum distributions", "pmd-cnn",
                     store, synthetic, res, ev, run)
 
