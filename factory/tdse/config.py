@@ -27,7 +27,7 @@ BOUND_MOMENTUM = 3.0
 
 #: the size presets; their numbers live only in ``configs/tdse/<name>.yaml`` (``simulator:`` section):
 #: ``paper`` is Shvetsov-Shilovski & Lein, PRA 107, 033106 (2023), Sec. II B
-PRESETS = ("paper", "small", "tiny")
+PRESETS = ("paper", "small", "fast", "tiny")
 #: what a preset fixes: the numerics, not the dataset's sampling ranges
 NOT_FROM_PRESET = ("preset", "sampling")
 
@@ -145,7 +145,7 @@ class SamplingConfig(_Model):
 class TDSEConfig(SimulatorConfig):
     """Config of ``kind: tdse`` (the ``simulator:`` section of a generate config)."""
 
-    preset: Literal["paper", "small", "tiny"] = Field("small", description="defaults for every key not given")
+    preset: Literal["paper", "small", "fast", "tiny"] = Field("small", description="defaults for every key not given")
     grid: GridConfig
     dt: float = Field(gt=0, le=1.0, description="real-time step, a.u.")
     t_end: float = Field(4.0, gt=0, le=100, description="propagate from 0 to t_end * t_f")
