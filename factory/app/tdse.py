@@ -23,7 +23,7 @@ app = typer.Typer(help="2D TDSE (H2+, HeH+): ground states and momentum distribu
 Molecule = Annotated[str, typer.Option("--molecule", "-m", help="H2+ or HeH+ (or one defined via --set molecules...)")]
 RDist = Annotated[float, typer.Option("--R", "-R", help="internuclear distance, a.u.")]
 Alpha = Annotated[float, typer.Option("--alpha", help="molecular axis vs polarisation, degrees")]
-Preset = Annotated[str, typer.Option("--preset", "-p", help="paper, small or tiny")]
+Preset = Annotated[str, typer.Option("--preset", "-p", help="paper, small, fast or tiny (configs/tdse/NAME.yaml)")]
 Backend = Annotated[Optional[str], typer.Option("--backend", help="auto, fftw, torch or numpy")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="override a simulator key: --set dt=0.05 (repeatable)")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
