@@ -167,14 +167,20 @@ def _as_network_scale(sim: np.ndarray, pre: Scatter) -> np.ndarray:
     return np.clip((np.maximum(w, floor) - floor) / -floor, 0.0, 1.0)
 
 
-def _figure(rows, path: Path) -> Path:
+def fig5_figure(rows):
+    """Fig. 5 as a Figure: per pattern, the measured network input, the predicted orientation
+    (icosahedron seen along the beam) and the re-simulated pattern, with colour bars naming the scale."""
+    from factory.plots.style import colorbar
+
     from .evaluate import _plt
 
     plt = _plt()
-    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3.1 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.3 * len(rows) + 0.3), squeeze=False, layout="constrained")
+    scale = "log$_{10}$(I / I$_{max}$) mapped to 0..1"
     for ax, r in zip(axes, rows):
-        ax[0].imshow(r["measured"], cmap="gray", origin="lower")
-        ax[0].set_title(f"measured {r['name']}")
+        im = ax[0].imshow(r["measured"], cmap="gray", origin="lower", vmin=0.0, vmax=1.0)
+        ax[0].set_title(f"measured {r['name']} (network input)", fontsize=9)
+        colorbar(fig, ax[0], im, scale)
         for a, b in icosahedron_edges(r["quaternion"]):
             ax[1].plot([a[0], b[0]], [a[1], b[1]], "-", color="tab:blue" if (a[2] + b[2]) > 0 else "0.75",
                        lw=1.5 if (a[2] + b[2]) > 0 else 0.8)
@@ -183,15 +189,21 @@ def _figure(rows, path: Path) -> Path:
         ax[1].set_ylim(-1.1, 1.1)
         ax[1].set_xticks([])
         ax[1].set_yticks([])
-        clipped = "" if abs(r["simulated_radius_nm"] - r["radius_nm"]) < 0.5 else f" (sim. {r['simulated_radius_nm']:.0f})"
-        ax[1].set_title(f"R = {r['radius_nm']:.0f} nm{clipped}, view along the beam", fontsize=10)
-        ax[2].imshow(r["resimulated"], cmap="gray", origin="lower")
-        ax[2].set_title(f"re-simulated (corr. {r['correlation']:.2f})")
+        clipped = "" if abs(r["simulated_radius_nm"] - r["radius_nm"]) < 0.5 else f" (sim. {r['simulated_radius_nm']:.0f} nm)"
+        ax[1].set_title(f"predicted R = {r['radius_nm']:.0f} nm{clipped},\nview along the beam", fontsize=9)
+        im = ax[2].imshow(r["resimulated"], cmap="gray", origin="lower", vmin=0.0, vmax=1.0)
+        ax[2].set_title(f"re-simulated (corr. {r['correlation']:.2f})", fontsize=9)
+        colorbar(fig, ax[2], im, scale + ", saturated")
         for a in (ax[0], ax[2]):
-            a.set_xticks([])
-            a.set_yticks([])
-    fig.text(0.5, 0.005, ATTRIBUTION, ha="center", va="bottom", fontsize=6)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            a.set_xlabel("column (px)", fontsize=7)
+            a.set_ylabel("row (px)", fontsize=7)
+            a.tick_params(labelsize=6)
+    fig.text(0.5, 0.0, ATTRIBUTION, ha="center", va="bottom", fontsize=6)
+    fig.get_layout_engine().set(rect=(0, 0.03, 1, 0.97))
+    return fig
+
+
+def _figure(rows, path: Path) -> Path:
+    from factory.plots import save
+
+    return save(fig5_figure(rows), path)

@@ -72,6 +72,10 @@ class Explained:
         norm = getattr(self.net, "norm", None)
         self.fill = float(norm.mean) if norm is not None else 0.0  # the "gray square": the training mean
         self.torch = torch
+        # a regression output in label units = raw * scale + offset (the card's label scaling)
+        scaling = self.card.scaling() if self.card is not None and self.task == "regress" else None
+        self.scale, self.offset = ((float(scaling.scale[self.output]), float(scaling.offset[self.output]))
+                                   if scaling is not None else (1.0, 0.0))
 
     def model_card(self):
         """The model card (a model folder's); ModelError for a bare module."""
@@ -88,12 +92,13 @@ class Explained:
         return out
 
     def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Class index (classifier) or the explained output (regression) per image."""
+        """Class index (classifier) or the explained output (regression, in label units: the
+        network's scaled output through the card's label scaling) per image."""
         with self.torch.no_grad():
             outs = [self.forward(self.torch.from_numpy(np.asarray(images[s:s + batch], dtype=np.float32)))
                     for s in range(0, len(images), batch)]
         out = self.torch.cat(outs).numpy()
-        return out.argmax(1) if self.task == "classify" else out[:, self.output]
+        return out.argmax(1) if self.task == "classify" else out[:, self.output] * self.scale + self.offset
 
     def probabilities(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
         with self.torch.no_grad():
@@ -165,55 +170,99 @@ def attribute(model: str | Path | Explained, images: np.ndarray, method: str = "
         lime = Lime(ex.forward)
         maps = [lime.attribute(xt[i:i + 1], baselines=ex.fill, target=tgt[i], feature_mask=mask, n_samples=lime_samples,
                                perturbations_per_eval=batch).detach().numpy()[0] for i in range(len(x))]
-    return np.asarray(maps, dtype=np.float32)
+    # each method is linear in the explained output: a regression map in label units (the card's scale)
+    return (np.asarray(maps, dtype=np.float64) * ex.scale).astype(np.float32)
 
 
-def save_overlays(images: np.ndarray, maps: np.ndarray, out: str | Path, *, titles: list[str] | None = None,
-                  prefix: str = "explain", alpha: float = 0.5) -> list[Path]:
-    """One PNG per image: the image in gray with the map over it (jet, ``alpha``), and a montage."""
+def map_label(method: str, ex: Explained, unit: str | None = None) -> str:
+    """What a map's colour bar shows, with its unit."""
+    from factory.plots.style import axis_label
+
+    what = "probability of the class" if ex.task == "classify" else axis_label(ex.label, unit, "predicted ")
+    return {"occlusion": f"occlusion: drop of {what}",
+            "gradcam": "Grad-CAM (arb. u., ReLU of the weighted activation)",
+            "lime": f"LIME weight: change of {what}"}.get(method, f"attribution ({what})")
+
+
+def overlay_figure(image: np.ndarray, m: np.ndarray, *, title: str | None = None, alpha: float = 0.5,
+                   map_label: str = "attribution (arb. u.)", fontsize: float = 8, frame: dict | None = None):
+    """One image (gray) with its map over it (magma, or a diverging map for signed maps;
+    ``alpha``) and the map's colour bar; ``frame``: the image's axes (:func:`image_frame`)."""
     from .evaluate import _plt
 
     plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 5 * image.shape[0] / image.shape[1] + 0.7), layout="constrained")
+    _overlay(fig, ax, image, m, alpha, map_label, fontsize, frame)
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+    return fig
+
+
+def montage_figure(images: np.ndarray, maps: np.ndarray, *, titles: list[str] | None = None, alpha: float = 0.5,
+                   map_label: str = "attribution (arb. u.)", n: int = 12, frame: dict | None = None):
+    """Up to ``n`` overlays in a grid, each with its colour bar."""
+    from .evaluate import _plt
+
+    plt = _plt()
+    n = min(len(images), n)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows * images.shape[1] / images.shape[2] + 0.8),
+                             squeeze=False, layout="constrained")
+    for k, ax in enumerate(axes.ravel()):
+        if k < n:
+            _overlay(fig, ax, images[k], maps[k], alpha, map_label, 6, frame)
+            if titles:
+                ax.set_title(titles[k], fontsize=7)
+        else:
+            ax.axis("off")
+    return fig
+
+
+def save_overlays(images: np.ndarray, maps: np.ndarray, out: str | Path, *, titles: list[str] | None = None,
+                  prefix: str = "explain", alpha: float = 0.5, map_label: str = "attribution (arb. u.)",
+                  frame: dict | None = None) -> list[Path]:
+    """One PNG per image: the image in gray with the map over it (magma, ``alpha``, a colour bar
+    named ``map_label``), and a montage."""
+    from factory.plots import save
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (im, m) in enumerate(zip(images, maps)):
-        fig, ax = plt.subplots(figsize=(5, 5 * im.shape[0] / im.shape[1] + 0.5))
-        _overlay(ax, im, m, alpha)
-        if titles:
-            ax.set_title(titles[i], fontsize=8)
-        fig.tight_layout()
-        p = out / f"{prefix}-{i:03d}.png"
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        paths.append(p)
-    n = min(len(images), 12)
-    if n:
-        cols = min(n, 4)
-        rows = -(-n // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows * images.shape[1] / images.shape[2] + 0.6),
-                                 squeeze=False)
-        for k, ax in enumerate(axes.ravel()):
-            if k < n:
-                _overlay(ax, images[k], maps[k], alpha)
-                if titles:
-                    ax.set_title(titles[k], fontsize=7)
-            else:
-                ax.axis("off")
-        fig.tight_layout()
-        p = out / f"{prefix}-montage.png"
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        paths.append(p)
+    paths = [save(overlay_figure(im, m, title=titles[i] if titles else None, alpha=alpha, map_label=map_label,
+                                 frame=frame), out / f"{prefix}-{i:03d}.png", dpi=90)
+             for i, (im, m) in enumerate(zip(images, maps))]
+    if len(images):
+        paths.append(save(montage_figure(images, maps, titles=titles, alpha=alpha, map_label=map_label, frame=frame),
+                          out / f"{prefix}-montage.png", dpi=90))
     return paths
 
 
-def _overlay(ax, image, m, alpha):
-    ax.imshow(image, cmap="gray", origin="lower", aspect="auto")
+def image_frame(store) -> dict | None:
+    """The extent and axis labels (with units) of a store's 2D images, for the overlays."""
+    from factory.plots.style import axis_label, coord_units
+
+    dims = store.meta["image_dims"][1:]
+    if len(dims) != 2:
+        return None
+    c, u = store.coords(), coord_units(store)
+    y, x = c[dims[0]], c[dims[1]]
+    return {"extent": (float(x[0]), float(x[-1]), float(y[0]), float(y[-1])),
+            "xlabel": axis_label(dims[1], u[dims[1]]), "ylabel": axis_label(dims[0], u[dims[0]])}
+
+
+def _overlay(fig, ax, image, m, alpha, map_label, fontsize, frame=None):
+    from factory.plots.style import colorbar
+
+    frame = frame or {"xlabel": "input column (px)", "ylabel": "input row (px)"}
+    kw = {"origin": "lower", "aspect": "auto", "extent": frame.get("extent")}
+    ax.imshow(image, cmap="gray", **kw)
     lim = float(np.max(np.abs(m))) or 1.0
-    ax.imshow(m, cmap="jet", alpha=alpha, origin="lower", aspect="auto", vmin=-lim if m.min() < 0 else 0.0, vmax=lim)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    signed = m.min() < 0  # a signed map on a diverging map centred on zero, else magma from zero
+    im = ax.imshow(m, cmap="RdBu_r" if signed else "magma", alpha=alpha, vmin=-lim if signed else 0.0, vmax=lim, **kw)
+    colorbar(fig, ax, im, map_label, fontsize=fontsize)
+    ax.set_xlabel(frame["xlabel"], fontsize=fontsize)
+    ax.set_ylabel(frame["ylabel"], fontsize=fontsize)
+    ax.tick_params(labelsize=max(fontsize - 2, 5))
 
 
 def explain_store(model: str | Path, store: str | Path, out: str | Path, *, method: str = "occlusion", n: int = 8,
@@ -243,19 +292,24 @@ def explain_store(model: str | Path, store: str | Path, out: str | Path, *, meth
     t0 = time.perf_counter()
     maps = attribute(ex, images, method, **kw)
     dt = time.perf_counter() - t0
-    pred = ex.predict(images)
+    from factory.plots import label_units, value_text
+
+    pred = ex.predict(images)  # label units (the card's scaling undone)
     names = [n for n in card.labels if n in ds.param_names]
     truth = ds.params(names) if names else {}
+    units = label_units(ds, list(card.labels))
     titles = []
     for j, i in enumerate(idx):
-        t = ", ".join(f"{k} {truth[k][i]:.3g}" for k in names)
-        p = f"class {int(pred[j])}" if ex.task == "classify" else f"predicted {ex.label} {pred[j]:.3g}"
+        t = ", ".join(value_text(k, truth[k][i], units.get(k)) for k in names)
+        p = f"class {int(pred[j])}" if ex.task == "classify" else f"predicted {value_text(ex.label, pred[j], units.get(ex.label))}"
         titles.append(f"#{int(i)} {method}: {p} (true {t})")
     out = Path(out)
-    pngs = save_overlays(images, maps, out, titles=titles, prefix=method)
+    pngs = save_overlays(images, maps, out, titles=titles, prefix=method, frame=image_frame(ds),
+                         map_label=map_label(method, ex, units.get(ex.label) if ex.label else None))
     np.savez(out / f"{method}-maps.npz", index=idx, maps=maps, prediction=pred)
     res = {"model": str(model), "store": str(ds.path), "method": method, "samples": idx.tolist(),
-           "seconds_per_image": dt / len(idx), "figures": [str(p) for p in pngs], "maps": str(out / f"{method}-maps.npz")}
+           "seconds_per_image": dt / len(idx), "figures": [str(p) for p in pngs], "maps": str(out / f"{method}-maps.npz"),
+           "titles": titles}
     (out / f"{method}.json").write_text(json.dumps(res, indent=1))
     return res
 
@@ -349,6 +403,12 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
     return res
 
 
+def _input_scale(pre) -> str:
+    from factory.plots.style import input_scale
+
+    return input_scale(pre.to_dict() if hasattr(pre, "to_dict") else pre)
+
+
 def _held_out_pool(ex: Explained, store: str | Path):
     """(store, the classifier's held-out computed samples of it, which ones in words)."""
     from factory.store import DatasetStore
@@ -401,8 +461,11 @@ def _choose_entries(ds, cl, pool: np.ndarray, which: str, intensity_label: str, 
     return cls, chosen, rest
 
 
-def _dictionary_figure(parts, masks, classes, path: Path) -> Path:
-    """Fig. 8 of Shvetsov-Shilovski & Lein, PRA 2023: dictionary images and their extracted parts (a few per class)."""
+def dictionary_figure(parts, masks, classes, scale_label: str = "network input (arb. u.)"):
+    """Fig. 8 of Shvetsov-Shilovski & Lein, PRA 2023: dictionary images (top) and their extracted
+    parts (bottom), one per class (up to 8), each with a colour bar naming the input's scale."""
+    from factory.plots.style import colorbar
+
     from .evaluate import _plt
 
     plt = _plt()
@@ -410,19 +473,27 @@ def _dictionary_figure(parts, masks, classes, path: Path) -> Path:
     for c in np.unique(classes):
         pick += np.flatnonzero(classes == c)[:1].tolist()
     pick = pick[:8]
-    fig, axes = plt.subplots(2, len(pick), figsize=(2.6 * len(pick), 3.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(pick), figsize=(3.0 * len(pick), 3.6), squeeze=False, layout="constrained")
     for j, i in enumerate(pick):
-        axes[0, j].imshow(parts[i], cmap="viridis", origin="lower", aspect="auto")
+        lim = dict(vmin=float(np.min(parts[i])), vmax=float(np.max(parts[i])))
+        im = axes[0, j].imshow(parts[i], cmap="viridis", origin="lower", aspect="auto", **lim)
         axes[0, j].set_title(f"class {int(classes[i])}", fontsize=8)
-        axes[1, j].imshow(np.where(masks[i], parts[i], np.nan), cmap="viridis", origin="lower", aspect="auto")
+        colorbar(fig, axes[0, j], im, scale_label, fontsize=5)
+        im = axes[1, j].imshow(np.where(masks[i], parts[i], np.nan), cmap="viridis", origin="lower", aspect="auto", **lim)
+        axes[1, j].set_title("extracted part", fontsize=7)
+        colorbar(fig, axes[1, j], im, scale_label, fontsize=5)
         for a in axes[:, j]:
-            a.set_xticks([])
-            a.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+            a.set_xlabel("column (px)", fontsize=6)
+            a.set_ylabel("row (px)", fontsize=6)
+            a.tick_params(labelsize=5)
+    return fig
 
 
-__all__ = ["METHODS", "Explained", "attribute", "dictionary_classify", "explain_store", "occlusion_dictionary",
-           "random_masks", "save_overlays"]
+def _dictionary_figure(parts, masks, classes, path: Path, scale_label: str = "network input (arb. u.)") -> Path:
+    from factory.plots import save
+
+    return save(dictionary_figure(parts, masks, classes, scale_label), path, dpi=90)
+
+
+__all__ = ["METHODS", "Explained", "attribute", "dictionary_classify", "dictionary_figure", "explain_store",
+           "map_label", "montage_figure", "occlusion_dictionary", "overlay_figure", "random_masks", "save_overlays"]

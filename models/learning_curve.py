@@ -91,7 +91,10 @@ def learning_curve(config: TrainConfig, store: str | Path, out: str | Path, size
             ev = evaluate(res.model, store, None, indices=held)
             points.append({"N": n, "mae": ev["per_label"][label]["mae"], "wall_s": res.wall_s,
                            "epochs": res.epochs_done})
-        summary: dict[str, Any] = {"label": label, "held_out": int(len(held)), "points": points}
+        from factory.plots import label_units
+
+        summary: dict[str, Any] = {"label": label, "unit": label_units(ds, [label])[label], "held_out": int(len(held)),
+                                   "points": points}
         if len(points) >= 3:
             a, b, c = fit_power_law([p["N"] for p in points], [p["mae"] for p in points])
             summary["fit"] = {"a": a, "b": b, "c": c}
@@ -103,11 +106,14 @@ def learning_curve(config: TrainConfig, store: str | Path, out: str | Path, size
     return summary
 
 
-def plot_learning_curve(summary: dict[str, Any], path: str | Path) -> Path:
+def learning_curve_figure(summary: dict[str, Any]):
+    """MAE (in the label's unit) against the training-set size, the fit and the paper's."""
+    from factory.plots.style import KNOWN_UNITS, axis_label
+
     plt = _plt()
     n = np.array([p["N"] for p in summary["points"]], dtype=float)
     m = np.array([p["mae"] for p in summary["points"]])
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(5.4, 3.7), layout="constrained")
     ax.plot(n, m, "o", label="measured")
     grid = np.logspace(np.log10(n.min()), np.log10(max(n.max(), summary.get("target", {}).get("N", 0) or 0) * 1.2
                                                     if np.isfinite(summary.get("target", {}).get("N", np.inf)) else n.max() * 10), 100)
@@ -122,10 +128,14 @@ def plot_learning_curve(summary: dict[str, Any], path: str | Path) -> Path:
         ax.axhline(summary["target"]["mae"], color="k", lw=0.6, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("training images N")
-    ax.set_ylabel(f"MAE of {summary['label']}")
+    ax.set_xlabel("training images N (count)")
+    label = summary["label"]
+    ax.set_ylabel(axis_label(label, summary.get("unit", KNOWN_UNITS.get(label)), "MAE of "))
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return fig
+
+
+def plot_learning_curve(summary: dict[str, Any], path: str | Path) -> Path:
+    from factory.plots import save
+
+    return save(learning_curve_figure(summary), path)

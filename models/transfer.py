@@ -96,27 +96,42 @@ def transfer(model: str | Path, store: str | Path, out: str | Path, *, freeze: i
             table["models"][k] = {n: v["mae"] for n, v in r.get("per_label", {}).items()}
         first = base_card.labels[0]
         table["mean_predictor"] = {first: ev["transfer"]["per_label"][first]["mae_mean_predictor"]}
-        _figure(tmp, ev, first)
+        from factory.plots import label_units
+
+        _figure(tmp, ev, first, label_units(ds, [first])[first])
         (tmp / "transfer.json").write_text(json.dumps(table, indent=1))
     return table
 
 
-def _figure(out: Path, ev: dict[str, Any], label: str) -> Path:
+def transfer_figure(curves: dict[str, tuple[Any, Any]], ev: dict[str, Any], label: str, unit: str | None = None):
+    """Predicted vs true ``label`` (in ``unit``) for each model of the comparison (``curves``:
+    name -> (true, predicted)); a model no better than the mean predictor is flagged in red."""
     import numpy as np
+
+    from factory.plots.style import unit_text
 
     from .evaluate import _plt, pred_true_panel
 
     plt = _plt()
-    fig, axes = plt.subplots(1, len(ev), figsize=(3.4 * len(ev), 3.4), squeeze=False)
-    for ax, (name, r) in zip(axes[0], ev.items()):
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.7), squeeze=False, layout="constrained")
+    for ax, (name, (t, p)) in zip(axes[0], curves.items()):
+        per = ev[name]["per_label"][label]
+        pred_true_panel(ax, np.asarray(t), np.asarray(p), label,
+                        f"{name}: MAE {per['mae']:.3g} {unit_text(unit) if unit not in (None, 'code') else ''}".strip(),
+                        unit=unit, mean_predictor_mae=per.get("mae_mean_predictor"), fontsize=9)
+    return fig
+
+
+def _figure(out: Path, ev: dict[str, Any], label: str, unit: str | None = None) -> Path:
+    import numpy as np
+
+    from factory.plots import save
+
+    curves = {}
+    for name in ev:
         z = np.load(out / "eval" / f"predictions-{name}.npz")
-        pred_true_panel(ax, z[f"true_{label}"], z[f"pred_{label}"], label,
-                        f"{name}: MAE {r['per_label'][label]['mae']:.3g}")
-    fig.tight_layout()
-    path = out / "transfer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        curves[name] = (z[f"true_{label}"], z[f"pred_{label}"])
+    return save(transfer_figure(curves, ev, label, unit), out / "transfer.png")
 
 
 __all__ = ["transfer", "transfer_configs"]

@@ -102,22 +102,26 @@ def pattern_cmd(
 
 
 def _save_png(path: Path, res, shape, radius, q, cfg) -> None:
-    import matplotlib
+    from factory.plots import save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    save(pattern_figure(res, shape, radius, q, cfg), path, dpi=100)
+
+
+def pattern_figure(res, shape, radius, q, cfg):
+    """The figure of ``factory msft pattern --out``: the detector image on its q (or mm) axes,
+    a colour bar naming the scale."""
+    from factory.plots.style import axis_label, colorbar, plt
 
     ext = [res.x.values[0], res.x.values[-1], res.y.values[0], res.y.values[-1]]
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    fig, ax = plt.subplots(figsize=(5.2, 4.4), layout="constrained")
     im = ax.imshow(res.image, origin="lower", extent=ext, cmap="inferno")
-    ax.set_xlabel(f"{res.x.name} ({res.x.units})")
-    ax.set_ylabel(f"{res.y.name} ({res.y.units})")
-    ax.set_title(f"{shape} R={radius:g} nm  q=({', '.join(f'{c:.3f}' for c in q)})", fontsize=9)
-    fig.colorbar(im, ax=ax, label="log10(I / max I)" if cfg.output == "log" else "I")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.set_xlabel(axis_label(res.x.name, res.x.units or None))
+    ax.set_ylabel(axis_label(res.y.name, res.y.units or None))
+    ax.set_title(f"{shape}, R = {radius:g} nm, q = ({', '.join(f'{c:.3f}' for c in q)})", fontsize=9)
+    scale = ("log$_{10}$(I / I$_{max}$)" if cfg.output == "log"
+             else f"I ({'photons' if cfg.fluence is not None else 'nm$^2$'} per pixel)")
+    colorbar(fig, ax, im, scale, fontsize=9)
+    return fig
 
 
 @app.command("shapes")

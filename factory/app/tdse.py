@@ -91,10 +91,12 @@ def pmd_cmd(
     npz: Annotated[Optional[Path], typer.Option("--npz", help="save pmd, kx, ky, dp_dkx to an .npz file")] = None,
     as_json: AsJson = False,
 ):
-    """One photoelectron momentum distribution by the mask method, with diagnostics."""
+    """One photoelectron momentum distribution by the mask method, with diagnostics; warns when
+    the grid does not resolve it (mask-method yield far below the absorbed norm, or dP/dkx on a
+    flat floor at the window's edge)."""
     import numpy as np
 
-    from factory.tdse.api import momentum_distribution
+    from factory.tdse.api import momentum_distribution, resolution_warnings
 
     res = _run(lambda: momentum_distribution(molecule, R, intensity, cep, alpha, preset, **_overrides(set_, backend)))
     files = {}
@@ -107,7 +109,8 @@ def pmd_cmd(
         files["npz"] = str(npz)
     data = {"molecule": molecule, **res.params, "preset": preset, **res.diagnostics(),
             "shape": list(res.pmd.shape), "k_range": [float(res.kx[0]), float(res.kx[-1])],
-            "seconds": round(res.seconds, 3), **files}
+            "seconds": round(res.seconds, 3), **files,
+            "warnings": resolution_warnings(res)}  # also logged (factory.tdse.api) as they happen
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:

@@ -13,6 +13,7 @@ any compute with a one-line :class:`~factory.errors.ConfigError`.  No Ray, no Da
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from .groundstate import GroundState, background_bound, molecule_ground_state
 from .mask import MomentumDistribution, absorbing_mask, pmd_from_amplitude
 from .potentials import potential
 from .propagator import Propagator
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -183,6 +186,46 @@ def compute_pmds(
     return out
 
 
+#: a PMD whose mask-method yield is below this fraction of the norm the mask absorbed is not
+#: resolved: most of what left the box is not in it as free electrons (the `tiny` grid's known
+#: gap at 1e14 W/cm^2 is 3-5x, README "Validation"; HeH+ on `tiny` gives 1e-4..2e-3)
+MIN_YIELD_FRACTION = 0.1
+#: an edge floor: dP/dkx falls by less than FLOOR_FALL_DECADES over the outer FLOOR_BAND of the
+#: window while still above FLOOR_LEVEL of its peak (a resolved PMD falls by several decades there)
+FLOOR_BAND, FLOOR_FALL_DECADES, FLOOR_LEVEL = 0.2, 1.0, 1e-6
+
+
+def resolution_warnings(result: PMDResult) -> list[str]:
+    """Why a PMD is not resolved by its grid, in words (empty when nothing says so): its
+    mask-method yield is under :data:`MIN_YIELD_FRACTION` of the absorbed norm, or dP/dkx ends
+    on a flat floor at the window's edge (see :data:`FLOOR_BAND`)."""
+    out = []
+    if result.absorbed > 0 and result.total_yield < MIN_YIELD_FRACTION * result.absorbed:
+        out.append(f"the mask-method yield {result.total_yield:.2e} is {result.total_yield / result.absorbed:.2g} of the "
+                   f"norm the mask absorbed ({result.absorbed:.2e}): most of what left the box is not in the PMD "
+                   "as free electrons")
+    d, kx = result.dp_dkx, result.kx
+    peak = float(d.max()) if d.size else 0.0
+    if peak > 0 and len(kx) > 4:
+        kmax = float(np.abs(kx).max())
+        for side, edge in (("-", 0), ("+", len(kx) - 1)):
+            inner = int(np.argmin(np.abs(kx - np.sign(kx[edge]) * (1 - FLOOR_BAND) * kmax)))
+            level, start = float(d[edge]) / peak, float(d[inner]) / peak
+            if level > FLOOR_LEVEL and start < level * 10**FLOOR_FALL_DECADES:
+                out.append(f"dP/dkx ends on a floor at kx = {kx[edge]:+.2f} a.u. ({level:.1e} of its peak, down only "
+                           f"{math.log10(max(start, 1e-300) / level):.1f} decades from kx = {kx[inner]:+.2f})")
+    return out
+
+
+def warn_if_unresolved(result: PMDResult, molecule: str, preset: str) -> None:
+    """Log a warning (logger ``factory.tdse.api``) for each of :func:`resolution_warnings`."""
+    p = result.params
+    for why in resolution_warnings(result):
+        log.warning("%s R = %g a.u., I = %.3g W/cm^2 (%s): %s; the grid does not resolve this PMD (use a finer "
+                    "preset, e.g. fast or small)", molecule, p.get("R", float("nan")), p.get("intensity", float("nan")),
+                    preset, why)
+
+
 def ground_state(
     molecule: str = "H2+", R: float = 2.0, alpha: float = 0.0, preset: str = "small", **overrides: Any
 ) -> GroundState:
@@ -203,7 +246,9 @@ def momentum_distribution(
     """One PMD: intensity in W/cm^2, cep in rad, alpha in degrees; axes in a.u."""
     cfg = config_for(molecule, R, intensity, cep, alpha, preset, **overrides)
     run = {"molecule": molecule, "R": R, "alpha": alpha, "intensity": intensity, "cep": cep}
-    return compute_pmds(cfg, [run])[0]
+    res = compute_pmds(cfg, [run])[0]
+    warn_if_unresolved(res, molecule, cfg.preset)
+    return res
 
 
 def momentum_distributions(
@@ -225,6 +270,8 @@ def momentum_distributions(
     out: list[PMDResult] = []
     for s in range(0, len(runs), cfg.batch):
         out += compute_pmds(cfg, runs[s : s + cfg.batch], grounds)
+    for res in out:
+        warn_if_unresolved(res, molecule, cfg.preset)
     return out
 
 

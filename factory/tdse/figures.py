@@ -11,12 +11,24 @@ from .api import PMDResult
 
 def plot_pmd(result: PMDResult, out: str | Path, decades: float = 5.0, title: str | None = None) -> Path:
     """Write a PNG: log10(P / max P) clipped at -decades, and dP/dkx (log scale)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    fig = pmd_figure(result, decades, title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def pmd_figure(result: PMDResult, decades: float = 5.0, title: str | None = None):
+    """The figure of :func:`plot_pmd` (a matplotlib Figure; the physics layer draws its own,
+    with the units of :mod:`factory.tdse`: atomic units, W/cm^2, rad, degrees)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
     p = result.pmd
     pmax = float(p.max()) if p.size and p.max() > 0 else 1.0
     w = np.log10(np.maximum(p / pmax, 10.0 ** (-decades)))
@@ -30,15 +42,13 @@ def plot_pmd(result: PMDResult, out: str | Path, decades: float = 5.0, title: st
     d = result.dp_dkx
     ax1.semilogy(kx, np.maximum(d, 1e-300))
     ax1.set_xlabel("$k_x$ (a.u.)")
-    ax1.set_ylabel("dP/d$k_x$")
+    ax1.set_ylabel("dP/d$k_x$ (a.u.)")
     if d.max() > 0:
         ax1.set_ylim(d.max() * 10.0 ** (-decades), d.max() * 2)
     pr = result.params
-    ax0.set_title(title or (f"R = {pr.get('R', float('nan')):g}, I = {pr.get('intensity', 0):.3g} W/cm$^2$, "
-                            f"CEP = {pr.get('cep', 0):.3g}, alpha = {pr.get('alpha', 0):g} deg"), fontsize=9)
-    ax1.set_title(f"E0 = {result.energy:.5f}, absorbed = {result.absorbed:.3e}, yield = {result.total_yield:.3e}",
+    ax0.set_title(title or (f"R = {pr.get('R', float('nan')):g} a.u., I = {pr.get('intensity', 0):.3g} W/cm$^2$, "
+                            f"CEP = {pr.get('cep', 0):.3g} rad, $\\alpha$ = {pr.get('alpha', 0):g} deg"), fontsize=9)
+    ax1.set_title(f"E0 = {result.energy:.5f} a.u., absorbed = {result.absorbed:.3e}, yield = {result.total_yield:.3e}",
                   fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig

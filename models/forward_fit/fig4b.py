@@ -187,13 +187,13 @@ def _network_beside(folder, images, truths, model: ForwardModel, sec_per_sim: fl
     return out
 
 
-def plot_fig4b(curve: dict[str, Any], network: dict[str, Any] | None, path: str | Path) -> Path:
+def fig4b_figure(curve: dict[str, Any], network: dict[str, Any] | None):
     """Fig. 4b of Stielow et al., MLST 2020: median (line) and 90 % band of the fit error against
-    simulations; the network beside."""
+    simulations; the network beside (its training cost in simulations)."""
     from ..evaluate import _plt
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
     x = np.asarray(curve["simulations"])
     ax.fill_between(x, np.asarray(curve["q05"]) * 100, np.asarray(curve["q95"]) * 100, color="tab:blue", alpha=0.25,
                     label="Monte Carlo simplex, 90 % band")
@@ -206,13 +206,17 @@ def plot_fig4b(curve: dict[str, Any], network: dict[str, Any] | None, path: str 
                     fmt="o", color="tab:red", capsize=3, label="network (training cost)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("scattering simulations")
+    ax.set_xlabel("scattering simulations (count)")
     ax.set_ylabel("mean relative error (%)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return fig
+
+
+def plot_fig4b(curve: dict[str, Any], network: dict[str, Any] | None, path: str | Path) -> Path:
+    """fig4b.png: see :func:`fig4b_figure`."""
+    from factory.plots import save
+
+    return save(fig4b_figure(curve, network), path)
 
 
 def simulate_targets(model: ForwardModel, n: int, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -112,8 +112,9 @@ class PngSink:
     """Every ``every_s`` seconds, a PNG of the recent predictions (last ``window`` frames)."""
 
     def __init__(self, path: str | Path, labels: list[str], every_s: float = 10.0, window: int = 2000,
-                 overwrite: bool = False):
+                 overwrite: bool = False, units: dict[str, str | None] | None = None):
         self.path, self.labels, self.every_s, self.window = check_png(path, overwrite), labels, every_s, window
+        self.units = dict(units or {})  # of the labels; default the known ones (factory.plots.style)
         self.ids: list[int] = []
         self.values: dict[str, list[float]] = {n: [] for n in labels}
         self.last = 0.0
@@ -128,24 +129,28 @@ class PngSink:
         if time.monotonic() - self.last >= self.every_s:
             self.flush()
 
-    def flush(self, summary=None) -> None:
-        if not self.ids:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def figure(self):
+        """The recent predictions per label (y in the label's unit) against the frame id."""
+        from factory.plots.style import KNOWN_UNITS, axis_label, plt
 
         k = len(self.labels)
-        fig, axes = plt.subplots(k, 1, figsize=(7, 1.6 * k + 0.6), sharex=True, squeeze=False)
+        fig, axes = plt.subplots(k, 1, figsize=(7, 1.7 * k + 0.7), sharex=True, squeeze=False, layout="constrained")
         ids = np.asarray(self.ids[-self.window:])
         for ax, n in zip(axes[:, 0], self.labels):
             ax.plot(ids, np.asarray(self.values[n][-self.window:]), ".", ms=2)
-            ax.set_ylabel(n, fontsize=8)
+            ax.set_ylabel(axis_label(n, "index" if n == "class" else self.units.get(n, KNOWN_UNITS.get(n)), "predicted "),
+                          fontsize=8)
             ax.tick_params(labelsize=7)
-        axes[-1, 0].set_xlabel("frame id")
+        axes[-1, 0].set_xlabel("frame id (count)")
         fig.suptitle(f"recent predictions ({len(ids)} frames)", fontsize=9)
-        fig.tight_layout()
+        return fig
+
+    def flush(self, summary=None) -> None:
+        if not self.ids:
+            return
+        from factory.plots.style import plt
+
+        fig = self.figure()
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)
