@@ -159,6 +159,7 @@ def _mount_subcommands() -> None:
 
     register_commands(app, learning.COMMANDS)
     register_commands(app, baselines.COMMANDS)
+    register_commands(app, __import__("factory.app.export", fromlist=["COMMANDS"]).COMMANDS)
     register_commands(app, __import__("factory.app.inventory", fromlist=["COMMANDS"]).COMMANDS)
     from factory.app.predict import app as predict_app
 

@@ -2,14 +2,14 @@
 
 ``DatasetStore`` (create, open, write blocks, read, verify) lives in :mod:`.dataset`; the
 schema (names, codecs, the :class:`Split` codes, digests) in :mod:`.schema`; the integrity
-checks in :mod:`.integrity`; digest-checked reading in :mod:`.checked`; the xarray view in
-:mod:`.xarray_view`.
+checks in :mod:`.integrity`; digest-checked reading in :mod:`.checked`; the CF attributes in
+:mod:`.cf`; the xarray view in :mod:`.xarray_view`; NetCDF/CXI export in :mod:`.export`.
 """
 
 from .checked import CheckedArray
 from .dataset import DatasetStore, lineage_entry
-from .schema import ATTR, DIGESTS, SCHEMA_VERSION, SPLIT_NAMES, Damage, Split, code_version
+from .schema import ATTR, DIGESTS, SCHEMA_VERSION, SPLIT_NAMES, Damage, Split, code_version, consolidate
 from .xarray_view import open_dataset
 
 __all__ = ["ATTR", "DIGESTS", "SCHEMA_VERSION", "SPLIT_NAMES", "CheckedArray", "Damage", "DatasetStore", "Split",
-           "code_version", "lineage_entry", "open_dataset"]
+           "code_version", "consolidate", "lineage_entry", "open_dataset"]

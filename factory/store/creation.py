@@ -11,7 +11,9 @@ import zarr
 
 from ..errors import StoreError
 from ..simulation import Coord
-from .schema import ATTR, MAX_DIGEST_ARRAYS, SCHEMA_VERSION, code_version, compressors, create_arrays, digest, is_int
+from . import cf
+from .schema import (ATTR, MAX_DIGEST_ARRAYS, RESERVED, SCHEMA_VERSION, code_version, compressors, consolidate,
+                     create_arrays, digest, is_int, root_copy_names)
 
 
 def validate_new(
@@ -36,7 +38,7 @@ def validate_new(
         raise StoreError(f"{path}: one chunk would be {nbytes_chunk / 2**30:.1f} GiB; lower 'chunk'")
     dims = ["sample", *[c.name for c in coords]]
     sample_arrays = dict(sample_arrays or {})
-    names = [*dims, *sample_arrays, "images", "done", "params", "diagnostics", "integrity"]
+    names = [*dims, *sample_arrays, *(n for n in RESERVED if n not in (*sample_arrays, "sample"))]
     if len(set(names)) != len(names) or len(set(param_names)) != len(param_names) \
             or len(set(diagnostic_names)) != len(diagnostic_names):
         raise StoreError(f"{path}: array names collide ({names}, {list(param_names)}, {list(diagnostic_names)})")
@@ -56,38 +58,13 @@ def validate_new(
 def write_new_store(tmp: Path, *, kind: str, n_samples: int, chunk: int, coords: tuple[Coord, ...],
                     param_names: list[str], diagnostic_names: list[str], sample_arrays, dtype: str,
                     attrs: dict[str, Any]) -> None:
-    """The whole group in the (temporary) folder ``tmp``: array metadata, the sample index, the
-    coordinates and per-sample arrays with their digests, and the factory attributes last."""
+    """The whole group in the (temporary) folder ``tmp``: array metadata with CF attributes,
+    the sample index, the coordinates and per-sample arrays with their digests, the factory
+    attributes (and flat CF global attributes) last, then the consolidated metadata."""
     dims = ["sample", *[c.name for c in coords]]
     sample_arrays = dict(sample_arrays or {})
-    group = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)
-    create_arrays(group, n_samples=n_samples, chunk=chunk, coords=coords, dims=dims, dtype=dtype,
-                   param_names=param_names, diagnostic_names=diagnostic_names)
-    index = group.create_array(
-        "sample", shape=(n_samples,), chunks=(min(n_samples, 2**20),), dtype="int64",
-        compressors=compressors(), dimension_names=["sample"],
-    )
-    for s in range(0, n_samples, 2**20):  # O(chunks) memory, whatever the number of samples
-        index[s:min(s + 2**20, n_samples)] = np.arange(s, min(s + 2**20, n_samples))
-    digests = {}
-    for c in coords:
-        values = np.asarray(c.values, dtype=np.float64)
-        arr = group.create_array(
-            c.name, shape=(len(values),), chunks=(len(values),), dtype="float64",
-            compressors=compressors(), dimension_names=[c.name],
-            attributes={"units": c.units, "long_name": c.long_name or c.name},
-        )
-        arr[:] = values
-        digests[c.name] = digest(0, values)
-    for name, (values, array_attrs) in sample_arrays.items():
-        values = np.asarray(values)
-        arr = group.create_array(
-            name, shape=(n_samples,), chunks=(n_samples,), dtype=values.dtype,
-            compressors=compressors(), dimension_names=["sample"], attributes=dict(array_attrs),
-        )
-        arr[:] = values
-        digests[name] = digest(0, values)
-    group.attrs[ATTR] = {
+    copies = root_copy_names(param_names, diagnostic_names, [*dims, *sample_arrays])
+    meta = {
         "schema_version": SCHEMA_VERSION,
         "kind": kind,
         "n_samples": n_samples,
@@ -96,8 +73,38 @@ def write_new_store(tmp: Path, *, kind: str, n_samples: int, chunk: int, coords:
         "param_names": list(param_names),
         "diagnostic_names": list(diagnostic_names),
         "sample_arrays": list(sample_arrays),
-        "digests": digests,
+        "root_copies": copies,
+        "digests": {},
         "code_version": code_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **attrs,
     }
+    group = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)
+    create_arrays(group, n_samples=n_samples, chunk=chunk, coords=coords, dims=dims, dtype=dtype,
+                  param_names=param_names, diagnostic_names=diagnostic_names, meta=meta, copies=copies)
+    index = group.create_array(
+        "sample", shape=(n_samples,), chunks=(min(n_samples, 2**20),), dtype="int64",
+        compressors=compressors(), dimension_names=["sample"], attributes=dict(cf.SAMPLE_ATTRS),
+    )
+    for s in range(0, n_samples, 2**20):  # O(chunks) memory, whatever the number of samples
+        index[s:min(s + 2**20, n_samples)] = np.arange(s, min(s + 2**20, n_samples))
+    for c in coords:
+        values = np.asarray(c.values, dtype=np.float64)
+        arr = group.create_array(
+            c.name, shape=(len(values),), chunks=(len(values),), dtype="float64",
+            compressors=compressors(), dimension_names=[c.name],
+            attributes={"units": c.units or "1", "long_name": c.long_name or c.name},
+        )
+        arr[:] = values
+        meta["digests"][c.name] = digest(0, values)
+    for name, (values, array_attrs) in sample_arrays.items():
+        values = np.asarray(values)
+        arr = group.create_array(
+            name, shape=(n_samples,), chunks=(n_samples,), dtype=values.dtype,
+            compressors=compressors(), dimension_names=["sample"],
+            attributes=cf.sample_array_attrs(name, array_attrs),
+        )
+        arr[:] = values
+        meta["digests"][name] = digest(0, values)
+    group.attrs.update({**cf.global_attrs(meta), ATTR: meta})
+    consolidate(tmp)

@@ -5,6 +5,9 @@ Layout::
     images            (sample, H, W) float32, chunk = (chunk, H, W), zstd + crc32c
     params/<name>     (sample,) float64      one array per label
     diagnostics/<n>   (sample,) float64      per-sample simulator diagnostics
+    <name>            (sample,) float64      (schema 3) a copy of each label and diagnostic at the
+                                             root, so that xarray.open_zarr(store) holds them;
+                                             attrs["factory"]["root_copies"] names them
     done              (sample,) bool         set only after the sample's data is written
     sample, <H>, <W>  coordinate arrays      so that xarray.open_zarr gives a labelled Dataset
     split, ...        (sample,) arrays       written once at creation (e.g. the data split)
@@ -12,6 +15,13 @@ Layout::
                                              sample-chunked array, written with the chunk
     attrs["factory"]  schema version, kind, resolved config + hash, seed, code version,
                       creation time, lineage
+    attrs (flat)      (schema 3) CF global attributes: Conventions, title, source, history,
+                      factory_config_json, ...; every array has CF units / long_name
+
+The root's consolidated metadata (schema 3) is rewritten whenever the structure or the
+attributes change (creation, :meth:`DatasetStore.update_meta`); writing attributes drops it
+first, so it never describes what is not there.  The project's readers ignore it: they read
+each array's own metadata.
 
 Writers own whole chunks: :meth:`DatasetStore.write_block` writes the samples of exactly
 one chunk and sets their ``done`` flags last.  Zarr's local store writes each chunk file
@@ -43,7 +53,8 @@ from ..simulation import Coord
 from .checked import CheckedArray
 from .creation import validate_new, write_new_store
 from .integrity import IntegrityChecks
-from .schema import ARRAY_CONFIG, ATTR, DIGESTS, check_attrs, compressors, digest
+from . import cf
+from .schema import ARRAY_CONFIG, ATTR, DIGESTS, RESERVED, check_attrs, compressors, consolidate, digest
 
 _WRITERS = ThreadPoolExecutor(8, thread_name_prefix="store-write")
 
@@ -125,7 +136,7 @@ class DatasetStore(IntegrityChecks):
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{path}: no dataset store there (missing zarr.json)")
         try:
-            group = zarr.open_group(store=str(path), mode=mode, zarr_format=3)
+            group = zarr.open_group(store=str(path), mode=mode, zarr_format=3, use_consolidated=False)
         except Exception as exc:  # zarr raises several types for bad metadata
             raise StoreError(f"{path}: cannot open as a Zarr v3 group ({type(exc).__name__}: {exc})") from None
         store = cls(path, group)
@@ -190,6 +201,11 @@ class DatasetStore(IntegrityChecks):
     @property
     def sample_array_names(self) -> list[str]:
         return list(self.meta.get("sample_arrays", []))
+
+    @property
+    def root_copies(self) -> dict[str, str]:
+        """{"params/R": "R", ...}: the root-level copy of each label (schema 3; none before)."""
+        return dict(self.meta.get("root_copies", {}))
 
     @property
     def has_digests(self) -> bool:
@@ -304,6 +320,22 @@ class DatasetStore(IntegrityChecks):
     def params(self, names: list[str] | None = None, rows: slice = slice(None)) -> dict[str, np.ndarray]:
         return {n: self.array(f"params/{n}")[rows] for n in (names or self.param_names)}
 
+    def label_attrs(self, name: str) -> dict[str, Any]:
+        """The CF attributes (units, long_name, ...) of label or diagnostic ``name``: as stored
+        (schema 3), else derived from the store's attributes (older stores)."""
+        if name in self.param_names:
+            sub = "params"
+        elif name in self.diagnostic_names:
+            sub = "diagnostics"
+        else:
+            raise StoreError(f"{self.path}: no label or diagnostic {name!r} (has {self.param_names + self.diagnostic_names})")
+        stored = dict(self.array(f"{sub}/{name}").attrs)
+        return stored if "units" in stored else {**cf.label_attrs(self.meta, sub, name), **stored}
+
+    def label_units(self, name: str) -> str:
+        """The units of label or diagnostic ``name`` ("1": dimensionless, "arb.": not declared)."""
+        return str(self.label_attrs(name)["units"])
+
     def diagnostics(self) -> dict[str, np.ndarray]:
         return {n: self.array(f"diagnostics/{n}")[:] for n in self.diagnostic_names}
 
@@ -349,6 +381,7 @@ class DatasetStore(IntegrityChecks):
             data.update({f"{sub}/{n}": np.asarray(values[n], dtype=np.float64) for n in names})
         sel = slice(start, stop)
         writes = [(self.array(n), sel, v) for n, v in data.items()]
+        writes += [(self.array(copy), sel, data[n]) for n, copy in self.root_copies.items()]
         if self.has_digests:
             ci = start // self.chunk
             row = np.array([[digest(ci, data[n]) for n in self.digest_arrays()]], dtype=np.uint32)
@@ -357,9 +390,11 @@ class DatasetStore(IntegrityChecks):
         _write_all([(self.array("done"), sel, np.ones(stop - start, dtype=bool))])  # only after the rest
 
     def update_meta(self, **items: Any) -> None:
-        """Driver only: merge items into the store's attributes."""
+        """Driver only: merge items into the store's attributes (and consolidate the metadata again)."""
         self.meta = {**self.meta, **items}
         self.group.attrs[ATTR] = self.meta
+        if self.meta["schema_version"] >= 3:
+            consolidate(self.path)
 
     def set_sample_array(self, name: str, values: np.ndarray, attrs: dict[str, Any] | None = None,
                          **meta: Any) -> None:
@@ -369,11 +404,11 @@ class DatasetStore(IntegrityChecks):
         values = np.asarray(values)
         if values.shape != (self.n_samples,):
             raise StoreError(f"{self.path}: per-sample array {name!r} needs shape ({self.n_samples},), got {values.shape}")
-        if name in ("images", "done", "sample", "params", "diagnostics", "integrity", *self.meta["image_dims"]):
+        if name in (*RESERVED, *self.meta["image_dims"], *self.root_copies.values()) and name != "split":
             raise StoreError(f"{self.path}: {name!r} is not a per-sample array name")
         arr = self.group.create_array(
             name, shape=values.shape, chunks=values.shape, dtype=values.dtype, compressors=compressors(),
-            dimension_names=["sample"], attributes=dict(attrs or {}), overwrite=True,
+            dimension_names=["sample"], attributes=cf.sample_array_attrs(name, attrs or {}), overwrite=True,
         )
         arr[:] = values
         self._arrays.pop(name, None)

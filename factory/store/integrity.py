@@ -23,7 +23,7 @@ class IntegrityChecks:
         return names
 
     def _chunked_arrays(self) -> list[str]:
-        return [*self.digest_arrays(), "done"] + ([DIGESTS] if self.has_digests else [])
+        return [*self.digest_arrays(), *self.root_copies.values(), "done"] + ([DIGESTS] if self.has_digests else [])
 
     def check_layout(self) -> None:
         """The metadata agrees with the arrays (names, shapes, chunks); StoreError if not."""
@@ -141,6 +141,7 @@ class IntegrityChecks:
                 if int(table[ci, col]) != digest(ci, values):
                     damage.append(Damage(name, ci, (s, e), "content does not match its digest "
                                          "(a swapped, copied or altered chunk)"))
+        self._verify_copies(done, damage)
         if table is not None and (table[[k for k, (s, e) in enumerate(self.blocks()) if done[s:e].all()]] == 0).any():
             damage.append(Damage(DIGESTS, -1, (0, n), "digest table has empty rows for done chunks"))
         index = self._read_or_damage("sample", slice(None), (0, n), damage)
@@ -156,6 +157,23 @@ class IntegrityChecks:
             elif name in recorded and recorded[name] != digest(0, values):
                 damage.append(Damage(name, 0, (0, n), "values differ from the digest recorded at creation"))
         return damage
+
+    def _verify_copies(self, done: np.ndarray, damage: list) -> None:
+        """Each root-level copy of a label holds, chunk by chunk, what the label holds."""
+        for name, copy in self.root_copies.items():
+            files, src_files = self._chunk_files(copy), self._chunk_files(name)
+            src, dst = self.group[name], self.group[copy]
+            for ci, (s, e) in enumerate(self.blocks()):
+                if ci not in files:
+                    if done[s:e].any():
+                        damage.append(Damage(copy, ci, (s, e), "chunk file missing for samples marked done"))
+                    continue
+                got = self._read_or_damage(dst, slice(s, e), (s, e), damage, chunk=ci)
+                if got is None or not done[s:e].all() or ci not in src_files:
+                    continue  # (a damaged or lost source chunk is listed under its own name)
+                want = self._read_or_damage(src, slice(s, e), (s, e), [], chunk=ci)
+                if want is not None and got.tobytes() != want.tobytes():
+                    damage.append(Damage(copy, ci, (s, e), f"differs from {name} (the copy for xarray was altered)"))
 
     def _read_or_damage(self, arr, sel, samples, damage, chunk=0):
         arr = self.group[arr] if isinstance(arr, str) else arr  # raw: collect damage, don't raise

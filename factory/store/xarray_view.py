@@ -1,23 +1,60 @@
-"""The store as one xarray Dataset."""
+"""The store as one xarray Dataset (images, coordinates, labels, diagnostics, CF attributes).
+
+A schema-3 store is one call for plain xarray users: ``xr.open_zarr(path)`` (consolidated
+metadata, labels copied at the root, CF attributes on every variable).  :func:`open_dataset`
+gives the same Dataset for older stores too (labels merged from ``params/`` and
+``diagnostics/``, CF attributes derived from the store's attributes) and, with ``flat``,
+only attributes NetCDF accepts (``ds.to_netcdf(...)`` works).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
-import zarr
+from . import cf
+from .dataset import DatasetStore
 
 
-def open_dataset(path: str | Path):
-    """The store as one xarray Dataset: images, done, coordinates, params and diagnostics."""
+def has_consolidated(path: str | Path) -> bool:
+    """The group at ``path`` carries consolidated metadata (what xarray looks for first)."""
+    try:
+        return json.loads((Path(path) / "zarr.json").read_bytes()).get("consolidated_metadata") is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def open_dataset(path: str | Path, *, flat: bool = True):
+    """The store as one xarray Dataset: images, done, coordinates, labels and diagnostics (a
+    name taken twice gets ``<group>_<name>``), every variable with CF ``units``/``long_name``.
+
+    ``flat``: the nested ``factory`` attribute becomes the JSON string ``factory_json`` and the
+    CF global attributes are added where missing, so that ``to_netcdf`` accepts the Dataset.
+    Opens incomplete stores too (``done`` says which samples are written).
+    """
     import xarray as xr
 
-    ds = xr.open_zarr(str(path), consolidated=False)
-    for sub in ("params", "diagnostics"):
-        try:
-            extra = xr.open_zarr(str(path), group=sub, consolidated=False)
-        except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
-            continue
-        ds = ds.assign({f"{sub}_{k}" if k in ds else k: v for k, v in extra.data_vars.items()})
+    store = DatasetStore.open(path, partial=True)
+    meta = store.meta
+    ds = xr.open_zarr(str(store.path), consolidated=has_consolidated(store.path))
+    if not store.root_copies:  # before schema 3: the labels live only in their groups
+        for sub, names in (("params", store.param_names), ("diagnostics", store.diagnostic_names)):
+            if not names:
+                continue
+            extra = xr.open_zarr(str(store.path), group=sub, consolidated=False)
+            ds = ds.assign({f"{sub}_{k}" if k in ds else k: v.assign_attrs(cf.label_attrs(meta, sub, k))
+                            for k, v in extra.data_vars.items()})
+    defaults: dict[str, dict[str, Any]] = {"images": cf.image_attrs(meta), "done": cf.DONE_ATTRS,
+                                           "sample": cf.SAMPLE_ATTRS}
+    for name, var in ds.variables.items():
+        if name in store.sample_array_names:
+            attrs = cf.sample_array_attrs(str(name), var.attrs)  # units, long_name; codes as CF flags
+        else:  # what the store holds wins; the derived CF attributes fill what it lacks
+            attrs = {**defaults.get(name, {"units": "1", "long_name": str(name)}), **var.attrs}
+        var.attrs = cf.flat_attrs(attrs) if flat else attrs
+    if flat:
+        attrs = {**cf.global_attrs(meta), **{k: v for k, v in ds.attrs.items() if k != "factory"}}
+        attrs["factory_json"] = json.dumps(meta, sort_keys=True, default=str)
+        ds.attrs = cf.flat_attrs(attrs)
     return ds
-
-

@@ -14,10 +14,32 @@ import zmq
 
 from factory.errors import OutputError
 from factory.outputs import is_factory_zarr, staged_output, user_path
+from factory.store import consolidate
+
+
+def _label_units(attrs: dict[str, Any], labels: list[str]) -> dict[str, str]:
+    """The units of the labels of the store the model (``attrs["model"]``) was trained on,
+    where that store is still readable; {} otherwise."""
+    from factory.errors import FactoryError
+    from factory.store import DatasetStore
+
+    from models.card import ModelCard
+
+    try:
+        ts = ModelCard.read(attrs["model"]).training_set
+        store = DatasetStore.open(ts.path, partial=True) if ts is not None and ts.path else None
+        return {n: store.label_units(n) for n in labels if n in store.param_names} if store else {}
+    except (FactoryError, KeyError, OSError, ValueError, TypeError, AttributeError):
+        return {}
 
 
 class ZarrSink:
     """Appends (frame_id, latency, labels) to growable 1D Zarr v3 arrays, flushed every ``every`` rows.
+
+    ``frame_id`` is a coordinate of the others (CF ``coordinates`` attribute, so xarray opens it
+    as one); every array has CF ``units``/``long_name`` (a label's units: ``units``, else those
+    of the store the model was trained on when it is still there).  The metadata is
+    consolidated at every flush.
 
     The empty store is built beside ``path`` and swapped into place (``factory.outputs``); an
     existing ``path`` is replaced only with ``overwrite`` and only when it is a store factory
@@ -25,18 +47,29 @@ class ZarrSink:
     """
 
     def __init__(self, path: str | Path, labels: list[str], attrs: dict[str, Any], overwrite: bool = False,
-                 every: int = 1024):
+                 every: int = 1024, units: dict[str, str] | None = None):
         self.path = user_path(path)
         self.labels = labels
         names = ["frame_id", "latency_ms", *labels]
         dtypes = {"frame_id": "int64"}
+        units = dict(units) if units is not None else _label_units(attrs, labels)
+        cf_attrs = {"frame_id": {"units": "1", "long_name": "frame id (from the source)"},
+                    "latency_ms": {"units": "ms", "long_name": "latency from receipt to prediction",
+                                   "coordinates": "frame_id"}}
+        for n in labels:
+            cf_attrs[n] = {"long_name": f"predicted {n}", "coordinates": "frame_id",
+                           **({"units": units[n]} if n in units else {})}
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         with staged_output(self.path, overwrite=overwrite, what="predictions store", recognise=is_factory_zarr) as tmp:
             group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
             for n in names:
                 group.create_array(n, shape=(0,), chunks=(4096,), dtype=dtypes.get(n, "float64"),
-                                   dimension_names=["frame"])
-            group.attrs["stream"] = {**attrs, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self.group = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+                                   dimension_names=["frame"], attributes=cf_attrs[n])
+            group.attrs.update({
+                "Conventions": "CF-1.10", "title": "stream predictions", "source": f"model {attrs.get('model', '')}",
+                "history": f"{started} streaming predictions started", "stream": {**attrs, "started": started}})
+            consolidate(tmp)
+        self.group = zarr.open_group(str(self.path), mode="r+", zarr_format=3, use_consolidated=False)
         self.arrays = {n: self.group[n] for n in names}
         self.buffer: dict[str, list] = {n: [] for n in names}
         self.every = every
@@ -59,6 +92,8 @@ class ZarrSink:
             self.rows += k
         if summary is not None:
             self.group.attrs["stream"] = {**self.group.attrs["stream"], "summary": summary}
+        if k or summary is not None:
+            consolidate(self.path)  # the arrays grew (or the attributes changed): never a stale shape
 
 
 class PubSink:
