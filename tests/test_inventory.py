@@ -3,11 +3,13 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from factory.app.main import main
 from factory.processing.steps import interpolate_store
 from models.inventory import inventory, render, scan
+from models.stream.sinks import ZarrSink
 from models.synthetic import make_store
 from models.train import load_train_config, train
 
@@ -27,6 +29,9 @@ def lab(tmp_path_factory):
                                              "optim.lr_drop_epochs=[]"])
     res = train(cfg, raw.path, root / "runs" / "cnn", progress=False)
     shutil.copytree(res.model, root / "shipped" / "cnn-v1")
+    sink = ZarrSink(root / "preds" / "live.zarr", ["R"], {"model": str(res.model), "source": "test", "labels": ["R"]})
+    sink.write(np.arange(3), np.ones(3), {"R": np.array([2.0, 3.0, 4.0])})
+    sink.flush({"received": 3, "predicted": 3, "rejected": 0, "dropped": 0})
     # decoys: the names of the project's outputs without their markers
     (root / "decoys" / "fake.zarr").mkdir(parents=True)
     (root / "decoys" / "fake.zarr" / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
@@ -48,7 +53,8 @@ def test_everything_is_recognised_by_its_marker(lab):
     root, raw, res = lab
     found = {str(e.path).removeprefix(str(root) + "/"): e for e in scan(root)}
     assert set(found) == {"data/raw.zarr", "data/interp.zarr", "runs/cnn", "runs/cnn/model", "shipped/cnn-v1",
-                          "decoys/broken.zarr"}
+                          "preds/live.zarr", "decoys/broken.zarr"}
+    assert found["preds/live.zarr"].kind == "predictions" and found["preds/live.zarr"].progress == "3 frames predicted"
     assert found["data/raw.zarr"].kind == "store" and found["data/raw.zarr"].progress == "48/48 samples"
     assert found["data/raw.zarr"].config_hash == raw.config_hash
     assert found["data/interp.zarr"].what == "synthetic-disks (interpolate)"
@@ -67,7 +73,9 @@ def test_lineage_tree(lab):
     assert set(roots) == {"data/raw.zarr", "decoys/broken.zarr"}
     kids = {c.path.removeprefix(str(root) + "/"): c for c in roots["data/raw.zarr"].children}
     assert set(kids) == {"data/interp.zarr", "runs/cnn", "shipped/cnn-v1"}  # made from the raw store
-    assert [c.path for c in kids["runs/cnn"].children] == [str(root / "runs" / "cnn" / "model")]
+    (model,) = kids["runs/cnn"].children
+    assert model.path == str(root / "runs" / "cnn" / "model")
+    assert [c.path for c in model.children] == [str(root / "preds" / "live.zarr")]  # predictions under their model
     lines = render(inventory(root), root)
     assert lines[0].startswith("data/raw.zarr  store: synthetic-disks, 48/48 samples")
     assert any(line.startswith("├── data/interp.zarr  store") for line in lines), lines
