@@ -14,9 +14,11 @@ from factory.compute.ray_executor import PROBE_TIMEOUT_S, RayTarget, probe, shut
 from factory.compute.ray_executor import connect as _connect
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> RayTarget:
-    """Initialise Ray once (or reuse it) and describe what is there (probing an address first)."""
-    return _connect(address, num_cpus, probe=probe)
+def connect(address: str | None = None, num_cpus: int | None = None, *, dashboard: bool | None = None) -> RayTarget:
+    """Initialise Ray once (or reuse it) and describe what is there (probing an address first);
+    quiet unless ``factory --verbose``, the dashboard on 127.0.0.1 with ``dashboard`` (default:
+    ``factory --dashboard``)."""
+    return _connect(address, num_cpus, probe=probe, dashboard=dashboard)
 
 
 __all__ = ["PROBE_TIMEOUT_S", "RayTarget", "connect", "probe", "shutdown"]

@@ -123,6 +123,17 @@ def prepare_store(
     return DatasetStore.create(out, **store_spec(config, lineage), overwrite=overwrite)
 
 
+def complete_report(store: DatasetStore, step: str) -> BlockReport | None:
+    """The report of a run with nothing to do when every block of ``store`` is done, else None."""
+    t0 = time.perf_counter()
+    if store.missing_blocks():
+        return None
+    n = len(store.blocks())
+    return BlockReport(step=step, path=str(store.path), samples=store.n_samples, done=int(store.done_mask().sum()),
+                       blocks_total=n, blocks_computed=0, blocks_skipped=n, samples_computed=0,
+                       wall_s=time.perf_counter() - t0, compute_s=0.0, write_s=0.0, where="nothing to do")
+
+
 def generate(
     config: GenerateConfig,
     out: str | Path,
@@ -144,12 +155,17 @@ def generate(
     (long-lived workers that keep the simulator warm), ``workers`` blocks at once (default:
     the cluster's CPUs / cpus_per_task; on an embedded Ray it also sets the CPUs Ray may use),
     each simulator with ``cpus_per_task`` threads.  A given executor is used as it is (its
-    own workers and threads) and left open for the next run.
+    own workers and threads) and left open for the next run.  Resuming a complete store
+    starts nothing (no Ray) and returns a report of no blocks computed, ``where="nothing to do"``.
     """
     out = user_path(out)
     if not (resume and out.exists()):  # refuse before connecting or creating anything
         check_replaceable(out, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr)
         DatasetStore.validate_new(out, **store_spec(config))
+    else:
+        done = complete_report(prepare_store(config, out, resume=True), f"generate {config.kind}")
+        if done is not None:  # nothing to do: no Ray started, no run recorded
+            return done
     own = executor is None
     if own:
         from .compute.ray_executor import RayExecutor

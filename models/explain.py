@@ -392,8 +392,10 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
         "paper": {"occlusion": "67-72 %", "random": "~35 % (20-46 %)", "gradcam": "54 %", "lime": "59 %"},
     }
     if progress:
-        print(f"[dictionary] {method}: accuracy {acc:.3f}, random areas {np.mean(rand_acc):.3f} "
-              f"({np.min(rand_acc):.3f}-{np.max(rand_acc):.3f}), network {net_acc:.3f}", flush=True)
+        from factory.logs import get_logger
+
+        get_logger(__name__).info("[dictionary] %s: accuracy %.3f, random areas %.3f (%.3f-%.3f), network %.3f", method,
+                                  acc, np.mean(rand_acc), np.min(rand_acc), np.max(rand_acc), net_acc)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from factory.errors import ConfigError, StoreError
+from factory.logs import get_logger
 from factory.store import DatasetStore
 
 from .baselines import (DEFAULT_METHODS, METHODS, BaselineOptions, Baselines, ImageSet, check_shapes, score,
@@ -57,6 +58,8 @@ PAPER_TABLE: dict[str, dict[str, float]] = {
 }
 PAPER_UNSHIFTED = {"cnn": 0.07, "mse": 0.06, "mse+refs": 0.055, "sift": 0.054, "svr-hog": 0.13, "dt-hog": 0.10,
                    "svr-sift": 0.32}
+
+log = get_logger(__name__)
 
 
 def canonical_set(name: str) -> str:
@@ -213,7 +216,7 @@ def _score_sets(b: Baselines, methods: list[str], sets: dict[str, ImageSet], cnn
             cells.setdefault("cnn+transfer", {})[name] = {"mae": float(np.mean(np.abs(y - true[label]))),
                                                           "predict_s": dt, "n": len(s), "model": tl[name].folder}
         if progress:
-            print(f"[table] {name}: {len(s)} images scored", flush=True)
+            log.info("[table] %s: %d images scored", name, len(s))
     return cells
 
 

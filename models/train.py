@@ -53,7 +53,7 @@ class TrainResult:
     best_val_loss: float
     final: dict[str, Any]
     wall_s: float
-    train_images_per_s: float
+    train_images_per_s: float | None  # mean over the epochs of this run (None: none trained)
     stopped_early: bool
     where: str
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -70,6 +70,8 @@ def train(config: TrainConfig, store: str | Path | None, out: str | Path, *, res
     ds = DatasetStore.open(store_path)
     latest = latest_checkpoint(out) if in_place else None
     plan = prepare(cfg, ds, latest)
+    if plan.complete:  # --resume of a finished run: nothing to train, no Ray started
+        return _finish(out, cfg, plan.start_epoch, 0.0, "nothing to do: the run is complete")
     use_gpu, threads, where = _placement(cfg, address)
     # everything is checked: only now write into the run folder
     attempt = start_attempt(out, in_place=in_place, replace=replace, config=cfg.resolved(), store=store_path,
@@ -135,7 +137,7 @@ def _finish(out: Path, cfg: TrainConfig, start_epoch: int, wall: float, where: s
     return TrainResult(
         out=str(out), model=str(out / "model"), epochs_done=len(history), start_epoch=start_epoch,
         best_epoch=card.epoch, best_val_loss=float(sel["val_loss"]), final=sel, wall_s=wall,
-        train_images_per_s=float(np.mean(ips)) if ips else float("nan"),
+        train_images_per_s=float(np.mean(ips)) if ips else None,
         stopped_early=last.training.stopped_early, where=where, history=records,
     )
 

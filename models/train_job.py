@@ -74,6 +74,7 @@ class Prepared:
     input_stats: tuple[float, float]
     init_from: str | None = None
     start_epoch: int = 0
+    complete: bool = False  # the checkpoint resumed from ends the run: every epoch done, or it stopped early
 
 
 def training_split(ds: DatasetStore, val_fraction: float, seed: int, max_train: int | None = None) -> Split:
@@ -174,9 +175,11 @@ def prepare(cfg: TrainConfig, ds: DatasetStore, latest: Path | None = None) -> P
     targets = (class_index(y[:, names.index(cfg.classes.label)], cfg.classes.edges) if classify
                else scaling.transform(y).astype(np.float32))
     card = _card(cfg, ds, split, arch, n_trainable, y, scaling, stats, base)
+    prev = read_card(latest) if latest else None
+    complete = prev is not None and (prev.epoch >= cfg.optim.epochs or bool(prev.training and prev.training.stopped_early))
     return Prepared(card=card, split=split, targets=targets, input_stats=stats,
                     init_from=cfg.transfer.from_model if base else None,
-                    start_epoch=read_card(latest).epoch if latest else 0)
+                    start_epoch=prev.epoch if prev else 0, complete=complete)
 
 
 __all__ = ["Prepared", "TrainJob", "describe_training_set", "prepare", "probe_architecture", "training_split"]

@@ -21,12 +21,16 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from factory.logs import get_logger
+
 from .artifact import OPTIMIZER, load_state, load_torch, read_card, save_model
 from .card import EpochRecord, ModelCard
 from .data import ChunkStream, D4Augment
 from .networks import from_description
 from .train_job import TrainJob
 from .train_runs import store_checkpoint
+
+log = get_logger(__name__)
 
 
 class Session(Protocol):
@@ -214,8 +218,8 @@ def _checkpoint(st: _State, job: TrainJob, sess: Session, rec: EpochRecord, stop
             folder = tmp
             if job.progress:
                 maes = " ".join(f"{k[8:]}={v:.4g}" for k, v in (rec.model_extra or {}).items() if k.startswith("val_mae_"))
-                print(f"[train] epoch {rec.epoch}/{job.config.optim.epochs} train_loss={rec.train_loss:.4g} "
-                      f"val_loss={rec.val_loss:.4g} {maes} ({rec.epoch_s:.1f} s)", flush=True)
+                log.info("[train] epoch %d/%d train_loss=%.4g val_loss=%.4g %s(%.1f s)", rec.epoch,
+                         job.config.optim.epochs, rec.train_loss, rec.val_loss, maes + " " if maes else "", rec.epoch_s)
         sess.report(rec.as_dict(), folder, name)
 
 

@@ -18,6 +18,7 @@ import ray
 import ray.train
 import ray.train.torch
 
+from factory.compute.ray_logs import LogRelay, forward_to
 from factory.errors import ConfigError
 
 from .card import ModelError
@@ -77,7 +78,10 @@ class RaySession:
 
 
 def worker(config: dict[str, Any]) -> None:
-    """The function every TorchTrainer worker runs; ``config["job"]`` is the job as plain data."""
+    """The function every TorchTrainer worker runs; ``config["job"]`` is the job as plain data,
+    ``config["log_box"]`` where its log lines go (to the driver, see :mod:`factory.compute.ray_logs`)."""
+    if config.get("log_box") is not None:
+        forward_to(config["log_box"], config["log_level"])
     job = TrainJob.from_dict(config["job"])
     run_worker(job, RaySession(job))
 
@@ -101,28 +105,30 @@ def plan(cfg: TrainConfig, address: str | None) -> tuple[bool, int, str]:
 
 
 def fit(job: TrainJob) -> None:
-    """Run ``job`` on ``run.workers`` Ray Train workers; a worker's failure is one ModelError."""
+    """Run ``job`` on ``run.workers`` Ray Train workers; a worker's failure is one ModelError.
+    The workers' epoch lines reach the driver's log through a :class:`LogRelay` (once, plain)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     run = job.config.run
-    trainer = TorchTrainer(
-        worker,
-        train_loop_config={"job": job.to_dict()},
-        scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=job.use_gpu,
-                                     resources_per_worker={"CPU": job.threads}),
-        run_config=RunConfig(
-            name=job.attempt_name, storage_path=job.storage,
-            checkpoint_config=CheckpointConfig(num_to_keep=run.keep_checkpoints,
-                                               checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=run.max_failures),
-            logging_config=LoggingConfig(log_level=run.ray_log_level),
-        ),
-    )
-    try:
-        trainer.fit()
-    except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's exception
-        raise ModelError(f"training failed: {root_cause(exc)}") from exc
+    with LogRelay() as relay:
+        trainer = TorchTrainer(
+            worker,
+            train_loop_config={"job": job.to_dict(), "log_box": relay.box, "log_level": relay.level},
+            scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=job.use_gpu,
+                                         resources_per_worker={"CPU": job.threads}),
+            run_config=RunConfig(
+                name=job.attempt_name, storage_path=job.storage,
+                checkpoint_config=CheckpointConfig(num_to_keep=run.keep_checkpoints, checkpoint_score_attribute="val_loss",
+                                                   checkpoint_score_order="min"),
+                failure_config=FailureConfig(max_failures=run.max_failures),
+                logging_config=LoggingConfig(log_level=run.ray_log_level),
+            ),
+        )
+        try:
+            trainer.fit()
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's exception
+            raise ModelError(f"training failed: {root_cause(exc)}") from exc
 
 
 def root_cause(exc: BaseException) -> str:

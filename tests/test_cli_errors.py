@@ -6,6 +6,7 @@ A few cases run the real command line in a subprocess (``run_cli``); the many us
 """
 
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -164,3 +165,51 @@ def test_occlusion_dictionary_on_too_small_a_store_is_one_line(classifier, tmp_p
     with pytest.raises(StoreError):
         explain_store(classifier, empty.path, tmp_path / "explain")
     assert not (tmp_path / "dict").exists() and not (tmp_path / "explain").exists()
+
+
+# -- root options, help texts (issue 18) -------------------------------------------------------------
+def test_version_and_exclusive_verbosity(capsys):
+    from importlib.metadata import version
+
+    res = cli(capsys, "--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"factory {version('ultrafast-data-factory')}"
+    only_error(cli(capsys, "--quiet", "--verbose", "presets"), "--quiet and --verbose exclude each other")
+
+
+def test_dashboard_without_its_packages_is_one_line(tmp_path):
+    """Ray's dashboard packages missing (aiohttp made unimportable): one line saying what to
+    install, before anything is started or written."""
+    out = tmp_path / "b.zarr"
+    code = ("import sys; sys.modules['aiohttp'] = None; from factory.cli import main; "
+            f"sys.exit(main(['--dashboard', 'generate', 'blobs/tiny', '--out', {str(out)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    only_error(proc, "--dashboard", "pip install 'ray[default]'")
+    assert not out.exists()
+
+
+def _help_texts(command, path=()):
+    """(command path, help text) of every command, group and option of ``command``."""
+    yield path, command.help or ""
+    for p in command.params:
+        yield (*path, p.name), getattr(p, "help", None) or ""
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _help_texts(sub, (*path, name))
+
+
+def test_help_texts_survive_rich_markup(capsys, monkeypatch):
+    """Typer renders help through Rich markup, which swallows "[header, buffer]" as a tag:
+    every help text reads the same after markup (brackets that look like a tag escaped)."""
+    import typer
+    from rich.text import Text
+
+    from factory.app.main import _mount_subcommands, app
+
+    _mount_subcommands()
+    texts = list(_help_texts(typer.main.get_command(app)))
+    assert len(texts) > 100
+    for where, text in texts:
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), (where, text)
+    monkeypatch.setenv("COLUMNS", "250")  # one line per option
+    lines = cli(capsys, "predict", "stream", "--help").stdout.splitlines()
+    assert any("--protocol" in l and "simple ([header, buffer]" in l for l in lines), lines
+    assert any("--png-every" in l and "seconds between two writes" in l for l in lines), lines

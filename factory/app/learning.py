@@ -53,8 +53,10 @@ def train_cmd(
     else:
         mae = ", ".join(f"{k[8:]} {v:.4g}" for k, v in res.final.items() if k.startswith("val_mae_"))
         acc = f", accuracy {res.final['val_accuracy']:.3f}" if "val_accuracy" in res.final else ""
+        how = (f"{res.wall_s:.1f} s, {res.train_images_per_s:.1f} images/s; {res.where}" if res.train_images_per_s is not None
+               else "already complete, nothing trained")
         typer.echo(f"{res.model}: epoch {res.best_epoch} of {res.epochs_done} selected (val loss {res.best_val_loss:.4g}"
-                   f"{'; ' + mae if mae else ''}{acc}); {res.wall_s:.1f} s, {res.train_images_per_s:.1f} images/s; {res.where}")
+                   f"{'; ' + mae if mae else ''}{acc}); {how}")
 
 
 def evaluate_cmd(

@@ -25,6 +25,44 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+DISTRIBUTION = "ultrafast-data-factory"  # the package name pip knows (pyproject.toml)
+
+
+def package_version() -> str:
+    """The installed version of the package (its metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        from factory import __version__
+
+        return __version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"factory {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+@user_errors
+def root(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only warnings, errors and results (no progress lines or bars)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug lines too, and the logs of Ray's own processes")] = False,
+    dashboard: Annotated[bool, typer.Option("--dashboard", help="start the embedded Ray's dashboard on 127.0.0.1 and print its URL")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="print the version and exit")] = False,
+):
+    """Options for every command: factory [--quiet | --verbose] [--dashboard] COMMAND ..."""
+    from factory import logs
+
+    if quiet and verbose:
+        fail("--quiet and --verbose exclude each other")
+    logs.configure(logs.QUIET if quiet else logs.VERBOSE if verbose else logs.NORMAL)
+    from factory.compute.ray_executor import start_dashboard
+
+    start_dashboard(dashboard)
 
 
 @app.command()
@@ -56,6 +94,8 @@ def generate(
     )
     if as_json:
         emit_json({**report.as_dict(), "samples_per_s": report.samples_per_s})
+    elif report.blocks_computed == 0 and not report.failures and report.done == report.samples:
+        typer.echo(f"{report.path}: already complete ({report.done}/{report.samples} samples); nothing to do")
     else:
         typer.echo(
             f"{report.path}: {report.done}/{report.samples} samples done "

@@ -31,7 +31,7 @@ def stream(
     source: Annotated[str, typer.Option(help="tcp://host:port (ZeroMQ), or a dataset store / image folder to replay")],
     out: Annotated[Optional[Path], typer.Option(help="Zarr store for the predictions (frame_id, latency, labels)")] = None,
     pub: Annotated[Optional[str], typer.Option(help="also publish predictions on this ZeroMQ PUB endpoint (e.g. tcp://127.0.0.1:5600)")] = None,
-    protocol: Annotated[str, typer.Option(help="karabo (European XFEL karabo-bridge 2.2) or simple ([header, buffer])")] = "karabo",
+    protocol: Annotated[str, typer.Option(help="karabo (European XFEL karabo-bridge 2.2) or simple (\\[header, buffer]: a msgpack or JSON header, then the raw array)")] = "karabo",
     pattern: Annotated[str, typer.Option(help="ZeroMQ pattern: REQ (ask 'next'), PULL or SUB")] = "REQ",
     karabo_source: Annotated[Optional[str], typer.Option(help="karabo-bridge source name (default: first with an array)")] = None,
     karabo_key: Annotated[Optional[str], typer.Option(help="array path, e.g. image.data (default: the first array)")] = None,
@@ -49,7 +49,7 @@ def stream(
     idle_timeout: Annotated[Optional[float], typer.Option(min=0.1, help="stop after this long without messages")] = None,
     max_mb: Annotated[float, typer.Option(min=0.001, help="largest accepted frame, MiB (checked before allocating)")] = 64.0,
     png: Annotated[Optional[Path], typer.Option(help="write a PNG of recent predictions every --png-every seconds")] = None,
-    png_every: float = 10.0,
+    png_every: Annotated[float, typer.Option(min=0.1, help="seconds between two writes of the --png figure")] = 10.0,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out store")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the final summary as JSON")] = False,
 ):

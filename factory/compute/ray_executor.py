@@ -30,10 +30,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import logs
 from ..errors import ClusterError
 from .executor import ExecutorBase, Outcome
 from .replicas import ReplicaPoolBase
 
+log = logs.get_logger(__name__)
 PROBE_TIMEOUT_S = 10.0
 MODES = ("tasks", "actors")
 #: Ray starts its worker processes at nice 15, below every other process of the machine: on a
@@ -73,19 +75,66 @@ def probe(address: str, timeout: float = PROBE_TIMEOUT_S, *, service: str = "Ray
         ) from None
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, *, probe=probe) -> RayTarget:
-    """Initialise Ray once (or reuse it) and describe what is there."""
+_options = {"dashboard": False}  # set by the CLI's --dashboard (start_dashboard)
+
+
+def start_dashboard(on: bool = True) -> None:
+    """Start Ray's dashboard (bound to 127.0.0.1) with the next embedded Ray of this process,
+    and log its URL; refused at once when Ray's dashboard packages are missing."""
+    if on:
+        dashboard_missing()
+    _options["dashboard"] = bool(on)
+
+
+def dashboard_missing() -> None:
+    """Raise :class:`ClusterError` (one line: what to install) unless Ray can start its dashboard."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401 - what Ray itself imports to decide
+    except ImportError as exc:
+        raise ClusterError(f"--dashboard needs Ray's dashboard packages ({exc.name or exc} is missing): "
+                           "pip install 'ray[default]'") from None
+
+
+def quiet_ray(verbose: bool) -> None:
+    """Ray's driver-side loggers: only errors, unless ``verbose`` (Ray's own default then).
+
+    This is where Ray's "Token authentication is enabled for this Ray cluster" notice of every
+    new local cluster goes (a WARNING of ``ray._private.authentication``): authentication stays
+    as Ray sets it, the notice is not shown."""
+    import logging
+
+    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, *, probe=probe,
+            dashboard: bool | None = None) -> RayTarget:
+    """Initialise Ray once (or reuse it) and describe what is there.
+
+    Quiet unless ``factory --verbose`` (:func:`factory.logs.verbose`): Ray does not forward its
+    workers' output to this process (``log_to_driver``; the project's own lines come through
+    :mod:`.ray_logs`) and its driver-side loggers show errors only.  ``dashboard`` (default: the
+    CLI's ``--dashboard``) starts the embedded Ray's dashboard on 127.0.0.1 and logs its URL
+    (a cluster's dashboard URL is logged as it is).
+    """
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
+    dashboard = _options["dashboard"] if dashboard is None else dashboard
     if not ray.is_initialized():
+        verbose = logs.verbose()
+        quiet_ray(verbose)
         if address:
             probe(address)
-            ray.init(address=address, log_to_driver=True)
+            ctx = ray.init(address=address, log_to_driver=verbose, configure_logging=False)
         else:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                     configure_logging=False,
-                     _system_config={"worker_niceness": WORKER_NICENESS})
+            if dashboard:
+                dashboard_missing()
+            ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
+                           dashboard_host="127.0.0.1", log_to_driver=verbose, configure_logging=False,
+                           _system_config={"worker_niceness": WORKER_NICENESS})
+        if dashboard:
+            url = ctx.dashboard_url
+            log.info("Ray dashboard: %s", f"http://{url}" if url else "not available (see Ray's logs with --verbose)")
     res = ray.cluster_resources()
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     return RayTarget(address=address, cpus=int(res.get("CPU", 0)), nodes=nodes, gpus=int(res.get("GPU", 0)))
@@ -376,5 +425,5 @@ class RayReplicaPool(ReplicaPoolBase):
         self.actors = []
 
 
-__all__ = ["MODES", "PROBE_TIMEOUT_S", "FactoryWorker", "RayExecutor", "RayReplicaPool", "Replica", "RayTarget", "connect", "probe", "ray_running",
-           "shutdown"]
+__all__ = ["MODES", "PROBE_TIMEOUT_S", "FactoryWorker", "RayExecutor", "RayReplicaPool", "Replica", "RayTarget", "connect",
+           "dashboard_missing", "probe", "quiet_ray", "ray_running", "shutdown", "start_dashboard"]

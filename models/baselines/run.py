@@ -23,6 +23,7 @@ import numpy as np
 
 from factory.compute import Executor, resolve_executor
 from factory.errors import ConfigError
+from factory.logs import get_logger
 from factory.store import DatasetStore
 
 from ..features import EXTRACTORS, hog_cell, store_features, work_s
@@ -30,6 +31,8 @@ from .imagesets import ImageSet, check_labels, check_shapes, evaluation_set, tra
 from .methods import DEFAULT_METHODS, METHODS, REGISTRY
 from .options import BaselineOptions
 from .references import interpolated_references
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -104,8 +107,8 @@ class Baselines:
             self.timing[name] = MethodTiming(train_s=time.perf_counter() - t0 + fs + extra,
                                              n_train=int(model.n_references))
             if progress:
-                print(f"[baselines] fitted {name} on {model.n_references} images in {self.timing[name].train_s:.2f} s",
-                      flush=True)
+                log.info("[baselines] fitted %s on %d images in %.2f s", name, model.n_references,
+                         self.timing[name].train_s)
         return self
 
     def _more_references(self, train: ImageSet, feats, references: list[ImageSet], kind: str):
@@ -146,7 +149,7 @@ class Baselines:
             dt = time.perf_counter() - t0 + fs
             out[name] = {"pred": pred, "predict_s": dt, **notes}
             if progress:
-                print(f"[baselines] {name} predicted {len(test)} images in {dt:.2f} s", flush=True)
+                log.info("[baselines] %s predicted %d images in %.2f s", name, len(test), dt)
         return out
 
     def describe(self) -> str:

@@ -14,9 +14,12 @@ import numpy as np
 
 from factory.compute import Executor, resolve_executor
 from factory.errors import StoreError
+from factory.logs import get_logger
 
 from .model import QUAT, ForwardModel, relative_error, to_params
 from .simplex import FitResult, FitSettings, fit_image
+
+log = get_logger(__name__)
 
 
 def error_trace(res: FitResult, true_radius: float, true_quat, model: ForwardModel) -> np.ndarray:
@@ -82,8 +85,8 @@ def forward_fit(targets: np.ndarray, model: ForwardModel, settings: FitSettings 
                 extra = ""
                 if traces:
                     extra = f", mean error {100 * traces[-1][-1].mean():.3f} %, max {100 * traces[-1][-1].max():.3f} %"
-                print(f"[forward-fit] image {i + 1}/{len(targets)}: {res.simulations} simulations, "
-                      f"{res.seconds:.1f} s{extra}", flush=True)
+                log.info("[forward-fit] image %d/%d: %d simulations, %.1f s%s", i + 1, len(targets), res.simulations,
+                         res.seconds, extra)
         where = ex.describe()
     finally:
         if executor is None:
