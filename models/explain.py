@@ -399,7 +399,8 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        res["figure"] = str(_dictionary_figure(parts, masks, classes, out / f"dictionary-{method}.png"))
+        res["figure"] = str(_dictionary_figure(parts, masks, classes, out / f"dictionary-{method}.png",
+                                               _input_scale(ex.model_card().preprocessing)))
         np.savez(out / f"dictionary-{method}.npz", masks=masks, parts=parts, classes=classes, samples=dict_idx[keep])
         (out / f"dictionary-{method}.json").write_text(json.dumps(res, indent=1))
     return res
