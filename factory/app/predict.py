@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import signal
 import sys
 from pathlib import Path
@@ -30,11 +29,18 @@ def stream(
     model: Annotated[Path, typer.Argument(help="a trained model folder (model.json + weights.safetensors)")],
     source: Annotated[str, typer.Option(help="tcp://host:port (ZeroMQ), or a dataset store / image folder to replay")],
     out: Annotated[Optional[Path], typer.Option(help="Zarr store for the predictions (frame_id, latency, labels)")] = None,
-    pub: Annotated[Optional[str], typer.Option(help="also publish predictions on this ZeroMQ PUB endpoint (e.g. tcp://127.0.0.1:5600)")] = None,
+    pub: Annotated[Optional[str], typer.Option(help="also publish predictions on this ZeroMQ endpoint (bound; e.g. tcp://127.0.0.1:5600)")] = None,
+    pub_protocol: Annotated[str, typer.Option(help="--pub as msgpack (PUB, one message per frame, schema factory.predictions/1) or karabo (a karabo-bridge server: one message per train, read by karabo_bridge.Client)")] = "msgpack",
+    pub_pattern: Annotated[Optional[str], typer.Option(help="--pub socket: PUB for msgpack; REP (default: karabo_bridge.Client asks 'next'), PUB or PUSH for karabo")] = None,
     protocol: Annotated[str, typer.Option(help="karabo (European XFEL karabo-bridge 2.2) or simple (\\[header, buffer]: a msgpack or JSON header, then the raw array)")] = "karabo",
     pattern: Annotated[str, typer.Option(help="ZeroMQ pattern: REQ (ask 'next'), PULL or SUB")] = "REQ",
     karabo_source: Annotated[Optional[str], typer.Option(help="karabo-bridge source name (default: first with an array)")] = None,
-    karabo_key: Annotated[Optional[str], typer.Option(help="array path, e.g. image.data (default: the first array)")] = None,
+    karabo_key: Annotated[Optional[str], typer.Option(help="array path, e.g. image.data (default: image.data, data.adc, ... else the first array that is not metadata such as trainId/pulseId/cellId, gain or mask)")] = None,
+    detector: Annotated[str, typer.Option(help="karabo trains of a facility detector: agipd, lpd, dssc, jungfrau, epix100; auto: the one the source's name names; none: arrays are (H, W) or (pulses, H, W)")] = "auto",
+    layout: Annotated[str, typer.Option(help="the detector's data layout: online (bridge: [modules,] fs, ss, cells for AGIPD/LPD/DSSC), file (cells, [modules,] ss, fs) or auto (from the shape)")] = "auto",
+    geometry: Annotated[Optional[Path], typer.Option(help="CrystFEL .geom file to assemble the detector's modules (default: the detector's documented default geometry); needs --detector")] = None,
+    binning: Annotated[Optional[int], typer.Option("--bin", min=1, help="detector pixels per model pixel when cutting the assembled image to the model's frame (default: the largest that fits)")] = None,
+    timeout: Annotated[float, typer.Option(min=0.01, help="REQ: ask again when a reply has not come after this many seconds on a live connection")] = 10.0,
     rate: Annotated[Optional[float], typer.Option(min=0.001, help="replay rate in frames/s (default: as fast as possible)")] = None,
     batch: Annotated[int, typer.Option(min=1, help="largest batch")] = 32,
     max_latency_ms: Annotated[float, typer.Option(min=0, help="longest a frame waits for its batch to fill")] = 20.0,
@@ -51,13 +57,17 @@ def stream(
     png: Annotated[Optional[Path], typer.Option(help="write a PNG of recent predictions every --png-every seconds")] = None,
     png_every: Annotated[float, typer.Option(min=0.1, help="seconds between two writes of the --png figure")] = 10.0,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out store")] = False,
+    max_reject: Annotated[float, typer.Option(min=0.0, max=1.0, help="exit non-zero when more than this fraction of the received frames was rejected (a run with none predicted always does)")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="print the final summary as JSON")] = False,
 ):
-    """Predict on a detector stream; Ctrl-C drains and flushes. Prints received = predicted + rejected + dropped."""
+    """Predict on a detector stream; Ctrl-C drains and flushes. Prints received = predicted + rejected + dropped.
+
+    Exits non-zero with one error line when the source was lost, nothing was received, numbered
+    messages were lost, or more than --max-reject of the frames were rejected."""
     from factory.outputs import check_disjoint, check_replaceable, is_factory_zarr, user_path
 
-    from models.stream.pipeline import StreamOptions, StreamPredictor
-    from models.stream.sinks import PngSink, PubSink, ZarrSink, check_png
+    from models.stream.pipeline import StreamOptions, StreamPredictor, verdict
+    from models.stream.sinks import PngSink, ZarrSink, check_png, open_pub
     from models.stream.sources import open_source
 
     # everything is checked before anything is written (and before torch is imported)
@@ -70,22 +80,26 @@ def stream(
         check_replaceable(user_path(out), overwrite=overwrite, what="predictions store", recognise=is_factory_zarr)
     if png:
         check_png(png, overwrite)
+    if geometry is not None and detector in ("auto", "none"):
+        fail("--geometry needs --detector (agipd, lpd, dssc, jungfrau or epix100)")
+    from models.card import ModelCard
+
+    desc = ModelCard.read(model).to_dict()  # a damaged card fails here, in one line (torch not yet imported)
+    labels = list(desc["labels"]) if desc.get("task") != "classify" else ["class"]
+    if geometry is not None or detector not in ("auto", "none"):
+        _check_detector(detector, geometry, desc)
     sinks = []
     try:
         opts = StreamOptions(batch_size=batch, max_latency_ms=max_latency_ms, queue_size=queue, policy=policy,
                              replicas=replicas, workers=workers, device=device, optimize=optimize, max_frames=max_frames, duration_s=duration,
-                             idle_timeout_s=idle_timeout)
-        src = open_source(source, pattern=pattern, protocol=protocol, max_bytes=int(max_mb * 2**20),
-                          karabo_source=karabo_source, karabo_key=karabo_key, rate=rate)
+                             idle_timeout_s=idle_timeout, geometry=str(user_path(geometry)) if geometry else None, bin=binning)
+        src = open_source(source, pattern=pattern, protocol=protocol, max_bytes=int(max_mb * 2**20), timeout_s=timeout,
+                          karabo_source=karabo_source, karabo_key=karabo_key, detector=detector, layout=layout, rate=rate)
         if pub:
-            sinks.append(PubSink(pub))
+            sinks.append(open_pub(pub, pub_protocol, labels, pub_pattern))
     except ValueError as exc:
         _close(sinks)
         fail(str(exc))
-    from models.artifact import read_description
-
-    desc = read_description(model)
-    labels = list(desc["labels"]) if desc.get("task") != "classify" else ["class"]
     runner = StreamPredictor(str(model), src, [], opts, on_status=None if as_json else _status_line)
     if png:
         sinks.append(PngSink(png, labels, every_s=png_every, overwrite=overwrite))
@@ -104,10 +118,11 @@ def stream(
     else:
         sys.stderr.write("\n")
         lost = f" (+ lost {summary['lost']}: sent {summary['sent']})" if summary["lost"] else ""
+        timeouts = f", reply timeouts {summary['timeouts']}" if summary.get("timeouts") else ""
         typer.echo(
             f"received {summary['received']}{lost} = predicted {summary['predicted']} + rejected {summary['rejected']} "
             f"+ dropped {summary['dropped']}; {summary['rate']:.0f} frames/s; latency p50 {summary['p50_ms']:.1f} ms, "
-            f"p99 {summary['p99_ms']:.1f} ms; reconnects {summary['reconnects']}"
+            f"p99 {summary['p99_ms']:.1f} ms; reconnects {summary['reconnects']}{timeouts}"
         )
         if summary["reasons"]:
             typer.echo("rejected: " + "; ".join(f"{k} x{v}" for k, v in summary["reasons"].items()))
@@ -115,13 +130,27 @@ def stream(
         raise RuntimeError(f"{summary['error']} (the predictions made so far were written)") from runner.reader_error
     if summary["received"] != summary["predicted"] + summary["rejected"] + summary["dropped"]:
         fail("counts do not balance (a bug): received != predicted + rejected + dropped", code=3)
-    if summary["lost"]:
-        fail(f"{summary['lost']} of the {summary['sent']} messages the sender numbered never arrived "
-             f"(reconnects {summary['reconnects']})", code=1)
-    if summary["received"] and not summary["predicted"]:
-        top = ", ".join(f"{k} x{v}" for k, v in collections.Counter(summary["reasons"]).most_common(3))
-        fail(f"no frame was predicted: {summary['rejected']} of {summary['received']} rejected ({top}), "
-             f"{summary['dropped']} dropped", code=1)
+    reason = verdict(summary, max_reject)
+    if reason:
+        fail(reason, code=1)
+
+
+def _check_detector(detector: str, geometry: Optional[Path], desc: dict) -> None:
+    """--detector NAME / --geometry FILE checked before the stream starts (one error line)."""
+    from factory.outputs import user_path
+    from factory.processing.description import model_frame_shape
+
+    from models.stream.detectors import CHOICES, DETECTORS, load_geometry
+
+    if detector not in CHOICES:
+        fail(f"--detector {detector!r}: choose one of {', '.join(CHOICES)}")
+    if model_frame_shape(desc.get("preprocessing"), desc["input"]["shape"]) is None:
+        fail(f"--detector {detector}: the model takes no 2D frame")
+    if geometry is not None:
+        try:
+            load_geometry(DETECTORS[detector], user_path(geometry))
+        except ValueError as exc:
+            fail(str(exc))
 
 
 def _close(sinks: list) -> None:

@@ -11,6 +11,10 @@ One frozen pydantic model per kind, told apart by ``name``:
 ``input_axes`` ({dim: [first, last, n]}) records the raw frames' axes, so a bare detector
 frame can be preprocessed without its coordinates.
 
+:class:`FrameCrop` fits an assembled detector image of another size to the raw frame a model
+takes (:func:`model_frame_shape`): a window of ``bin`` x the frame's shape centred on the beam,
+averaged over ``bin`` x ``bin`` blocks; the streaming predictor records the one it applied.
+
 The JSON form (:meth:`to_dict`) is the plain dict a processed store holds in
 ``meta["preprocessing"]`` and a model card copies: the same keys in the same order as the
 dicts written before the description was typed, so stores and model files stay readable and
@@ -210,6 +214,68 @@ class Scatter(_Description):
                                     out_shape=tuple(out_shape)))
 
 
+class FrameCrop(BaseModel):
+    """An assembled detector image cut to the raw frame a model takes: the window of
+    ``bin * shape`` pixels centred on ``centre`` (the beam's pixel; the image's centre when
+    None), averaged over ``bin`` x ``bin`` blocks.  Missing pixels (NaN/Inf: the gaps between
+    modules, masked pixels) do not count in a block's mean; a block without any, or one outside
+    the image, is ``fill``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    name: Literal["crop-bin"] = "crop-bin"
+    shape: Shape
+    bin: PositiveInt = 1
+    fill: float = 0.0
+
+    @classmethod
+    def fit(cls, image_shape: tuple[int, int], shape: tuple[int, int], bin: int | None = None,
+            fill: float = 0.0) -> "FrameCrop":
+        """The crop of ``shape`` frames from images of ``image_shape``; ``bin`` None: the largest
+        whose window fits inside the image."""
+        if bin is None:
+            bin = min(int(image_shape[0]) // int(shape[0]), int(image_shape[1]) // int(shape[1]))
+            if bin < 1:
+                raise DescriptionError(f"detector image smaller than the model's frame (image {tuple(image_shape)}, "
+                                       f"frame {tuple(shape)})")
+        return _validated(cls, dict(shape=tuple(shape), bin=bin, fill=fill))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def apply(self, image: np.ndarray, centre: tuple[float, float] | None = None) -> np.ndarray:
+        """``image`` (H, W) cut and binned to ``shape``; float32."""
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise ValueError(f"expected a 2D detector image, got shape {image.shape}")
+        (h, w), k = self.shape, self.bin
+        cy, cx = ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2) if centre is None else centre
+        # the window's middle on the middle of pixel ``centre`` (pixel i spans [i, i + 1))
+        r0, c0 = math.floor(cy + 1.0 - k * h / 2), math.floor(cx + 1.0 - k * w / 2)
+        window = np.full((k * h, k * w), np.nan, np.float64)
+        rs, cs = max(r0, 0), max(c0, 0)
+        re, ce = min(r0 + k * h, image.shape[0]), min(c0 + k * w, image.shape[1])
+        if rs < re and cs < ce:
+            window[rs - r0:re - r0, cs - c0:ce - c0] = image[rs:re, cs:ce]
+        blocks = window.reshape(h, k, w, k)
+        valid = np.isfinite(blocks)
+        n = valid.sum(axis=(1, 3))
+        total = np.where(valid, blocks, 0.0).sum(axis=(1, 3))
+        return np.where(n > 0, total / np.maximum(n, 1), self.fill).astype(np.float32)
+
+
+def model_frame_shape(desc: Any, input_shape: Any = None) -> tuple[int, int] | None:
+    """The 2D raw frame a model with preprocessing ``desc`` takes: the recorded raw frame shape,
+    else the preprocessing's output shape (a raw frame of that size is taken as it is), else
+    the network's ``input_shape``; None for 1D inputs."""
+    desc = recorded(desc)
+    if isinstance(desc, _Description):
+        shape = desc.frame_shape or getattr(desc, "out_shape", None)
+    else:
+        shape = tuple(input_shape) if input_shape is not None else None
+    return tuple(int(n) for n in shape) if shape is not None and len(shape) == 2 else None
+
+
 #: a description of any kind (pydantic picks the kind by ``name``)
 Description = Annotated[Union[Pmd2d, Pmd1d, Scatter], Field(discriminator="name")]
 KINDS: dict[str, type[_Description]] = {"pmd2d": Pmd2d, "pmd1d": Pmd1d, "scatter": Scatter}
@@ -293,5 +359,5 @@ def _one_line(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-__all__ = ["DEFAULT_LOG_FLOOR", "Description", "DescriptionError", "KINDS", "NAMES", "Pmd1d", "Pmd2d", "Scatter",
-           "build", "input_axes", "parse", "plain", "recorded"]
+__all__ = ["DEFAULT_LOG_FLOOR", "Description", "DescriptionError", "FrameCrop", "KINDS", "NAMES", "Pmd1d", "Pmd2d",
+           "Scatter", "build", "input_axes", "model_frame_shape", "parse", "plain", "recorded"]

@@ -10,6 +10,12 @@ the summary written to them.  Policy ``wait`` never drops: a full queue stops th
 which stops asking (REQ) or lets ZeroMQ's high-water mark push back on the sender (PULL).
 Policy ``drop`` keeps up by dropping the oldest queued frame and records its id.
 
+Every frame is predicted or rejected with a reason: sinks that take ``write_results`` get both
+(:class:`Results`: frame ids, train and pulse ids, latency, values, and the rejected frames with
+their reasons); the others get the predictions (``write(frame_ids, latency_ms, values)``).
+:func:`verdict` says whether a run failed: its source lost, more than ``max_reject`` of the
+frames rejected (any run with frames but no prediction), messages lost or nothing received.
+
 Results are emitted in arrival order (frame ids in the order the source sent them) even when
 batches finish out of order.  Batches run on a thread pool sharing one model in this process, or
 (``replicas``) on model replicas that the executor keeps (Ray actors by default, one GPU each when
@@ -53,6 +59,8 @@ class StreamOptions:
     max_frames: int | None = None     # stop after this many received messages
     duration_s: float | None = None
     idle_timeout_s: float | None = None  # stop when nothing arrived for this long
+    geometry: str | None = None       # detector frames: a CrystFEL .geom file (else the detector's default)
+    bin: int | None = None            # detector frames: pixels per model pixel (None: the largest that fits)
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -61,6 +69,8 @@ class StreamOptions:
             raise ValueError(f"optimize {self.optimize!r}: choose one of {', '.join(OPTIMIZE)}")
         if self.batch_size < 1 or self.queue_size < 1 or self.max_latency_ms < 0 or self.replicas < 0 or self.workers < 0:
             raise ValueError("batch_size and queue_size must be >= 1, max_latency_ms, replicas and workers >= 0")
+        if self.bin is not None and self.bin < 1:
+            raise ValueError(f"bin {self.bin}: must be >= 1")
 
 
 @dataclass
@@ -114,14 +124,19 @@ def optimized(model, input_shape: list[int], how: str, device):
 
 
 class FrameModel:
-    """Raw frames -> labels: the training preprocessing from the artefact, then the network."""
+    """Raw frames -> labels: the training preprocessing from the artefact, then the network.
+    A detector's frames (``detectors[j]`` named) are first assembled and cut to the model's raw
+    frame (:class:`.detectors.DetectorFrames`, with ``geometry`` and ``bin``)."""
 
     def __init__(self, model_folder: str, device: str | None = None, threads: int | None = None,
-                 optimize: str = "freeze"):
+                 optimize: str = "freeze", geometry: str | None = None, bin: int | None = None):
         import torch
 
         from factory.processing import preprocess
+        from factory.processing.description import model_frame_shape
         from models.artifact import Predictor
+
+        from .detectors import DetectorFrames
 
         self.predictor = Predictor(model_folder, device=device, batch_size=256)
         if threads and self.predictor.device.type == "cpu":  # a replica on a CPU: its own core(s)
@@ -131,11 +146,23 @@ class FrameModel:
         self.preprocessing = self.predictor.description.get("preprocessing")
         self._apply = preprocess.apply
         self.labels = self.predictor.labels if self.predictor.task != "classify" else ["class"]
+        shape = model_frame_shape(self.preprocessing, self.predictor.description["input"]["shape"])
+        self.detector_frames = DetectorFrames(shape, geometry, bin) if shape else None
 
-    def run(self, images: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
-        """(ok mask, {label: values for the ok frames}, reasons for the others)."""
+    def run(self, images: list[np.ndarray], detectors: list[str | None] | None = None
+            ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+        """(ok mask, {label: values for the ok frames}, reasons for the others, in order)."""
         ready, ok, reasons = [], np.zeros(len(images), bool), []
         for j, img in enumerate(images):
+            det = detectors[j] if detectors else None
+            if det is not None:
+                try:
+                    if self.detector_frames is None:
+                        raise ValueError("the model takes no 2D frame")
+                    img = self.detector_frames(img, det)
+                except (ValueError, KeyError) as exc:
+                    reasons.append(f"detector frame: {exc}")
+                    continue
             try:
                 ready.append(self._apply(self.preprocessing, img) if self.preprocessing else np.asarray(img, np.float32))
                 ok[j] = True
@@ -145,6 +172,55 @@ class FrameModel:
             return ok, {n: np.zeros(0) for n in self.labels}, reasons
         out = self.predictor.predict(np.stack(ready))
         return ok, {n: np.asarray(out[n]) for n in self.labels}, reasons
+
+
+@dataclass
+class Results:
+    """What one batch gave, in arrival order: the predicted frames (ids, train/pulse ids where
+    the source has trains, latency, values) and the rejected ones with their reasons."""
+
+    frame_ids: np.ndarray                     # int64
+    train_ids: np.ndarray                     # int64; -1: no train (the frame id stands for it)
+    pulse_ids: np.ndarray                     # int64; -1: no pulse
+    latency_ms: np.ndarray
+    values: dict[str, np.ndarray]
+    train_sizes: np.ndarray                   # frames of the frame's train (1 without trains)
+    cell_ids: np.ndarray                      # int64; -1: unknown
+    rejected: list[tuple[int, int, int, int, str]] = field(default_factory=list)  # (frame, train, pulse, size, reason)
+    ok: np.ndarray | None = None              # the batch in arrival order: True predicted, False rejected
+
+
+def _ids(frames: list[Frame]) -> tuple[np.ndarray, ...]:
+    return (np.array([f.frame_id for f in frames], dtype=np.int64),
+            np.array([-1 if f.train_id is None else f.train_id for f in frames], dtype=np.int64),
+            np.array([-1 if f.pulse_id is None else f.pulse_id for f in frames], dtype=np.int64),
+            np.array([f.train_size for f in frames], dtype=np.int64),
+            np.array([f.meta.get("cell_id", -1) for f in frames], dtype=np.int64))
+
+
+def verdict(summary: dict[str, Any], max_reject: float = 0.5) -> str | None:
+    """Why a finished run failed (one line with its counts), or None.  In order: the source was
+    lost (its connection dropped and was not back when the run ended), nothing was received,
+    messages the sender numbered never arrived, frames came but none was predicted, more than
+    ``max_reject`` of the received frames were rejected."""
+    counts = (f"received {summary['received']} = predicted {summary['predicted']} + rejected "
+              f"{summary['rejected']} + dropped {summary['dropped']}")
+    top = ", ".join(f"{k} x{v}" for k, v in collections.Counter(summary.get("reasons", {})).most_common(3))
+    if summary.get("source_lost"):
+        return (f"lost the source: {summary['source_lost']} ({counts}; reconnects {summary.get('reconnects', 0)})")
+    if not summary["received"]:
+        return "nothing was received from the source"
+    if summary.get("lost"):
+        return (f"{summary['lost']} of the {summary['sent']} messages the sender numbered never arrived "
+                f"({counts}; reconnects {summary.get('reconnects', 0)})")
+    if not summary["predicted"]:
+        return (f"no frame was predicted: {summary['rejected']} of {summary['received']} rejected ({top}), "
+                f"{summary['dropped']} dropped")
+    share = summary["rejected"] / summary["received"]
+    if share > max_reject:
+        return (f"{summary['rejected']} of {summary['received']} frames rejected ({share:.0%} > --max-reject "
+                f"{max_reject:.0%}: {top}); {counts}")
+    return None
 
 
 class _Queue:
@@ -196,6 +272,7 @@ class StreamPredictor:
         self.on_status = on_status
         self.latencies: collections.deque[float] = collections.deque(maxlen=100_000)
         self.model_folder = str(model_folder)
+        self.detectors_seen: set[tuple[str, bool]] = set()  # (detector, assembled) of the frames read
         self._torch_threads = torch.get_num_threads()  # restored after each run
         if options.replicas:  # on Ray (RAY_ADDRESS, else an embedded local Ray) unless given an executor
             from factory.compute import resolve_executor
@@ -205,7 +282,8 @@ class StreamPredictor:
             self.executor = resolve_executor(executor or "ray")
             self.labels = list(card.labels) if card.task != "classify" else ["class"]
         else:
-            self.model = FrameModel(self.model_folder, options.device, optimize=options.optimize)
+            self.model = FrameModel(self.model_folder, options.device, optimize=options.optimize,
+                                    geometry=options.geometry, bin=options.bin)
             self.labels = self.model.labels
             on_gpu = str(self.model.predictor.device).startswith("cuda")
             self.workers = options.workers or (2 if on_gpu else max(1, min(4, os.cpu_count() or 1)))
@@ -238,6 +316,9 @@ class StreamPredictor:
                     if isinstance(item, Rejected):
                         self.counts.reject(item.reason)
                 if not isinstance(item, Rejected):
+                    det = item.meta.get("detector")
+                    if det is not None and (det, item.image.ndim == 3) not in self.detectors_seen:
+                        self.detectors_seen.add((det, item.image.ndim == 3))
                     self.queue.put(item, self.stop_event)
                 if self.opt.max_frames and self.counts.received >= self.opt.max_frames:
                     break
@@ -249,10 +330,17 @@ class StreamPredictor:
     def _emit(self, frames: list[Frame], ok: np.ndarray, values: dict[str, np.ndarray], reasons: list[str]) -> None:
         now = time.perf_counter()
         good = [f for f, k in zip(frames, ok) if k]
-        ids = np.array([f.frame_id for f in good], dtype=np.int64)
+        bad = [f for f, k in zip(frames, ok) if not k]
+        ids, trains, pulses, sizes, cells = _ids(good)
         lat = np.array([(now - f.t_received) * 1e3 for f in good])
-        if len(good):
-            for s in self.sinks:
+        why = list(reasons) + ["rejected by the model without a reason"] * max(0, len(bad) - len(reasons))
+        res = Results(ids, trains, pulses, lat, values, sizes, cells, [
+            (f.frame_id, -1 if f.train_id is None else f.train_id, -1 if f.pulse_id is None else f.pulse_id,
+             f.train_size, r) for f, r in zip(bad, why)], np.asarray(ok, bool))
+        for s in self.sinks:
+            if hasattr(s, "write_results"):
+                s.write_results(res)
+            elif len(good):
                 s.write(ids, lat, values)
         with self.lock:
             self.counts.predicted += len(good)
@@ -277,8 +365,8 @@ class StreamPredictor:
         pool: ThreadPoolExecutor | ReplicaPool | None = None
         try:
             if self.opt.replicas:  # one torch thread per replica on a CPU, one GPU each where there are enough
-                pool = self.executor.replicas(FrameModel, (self.model_folder, self.opt.device, 1, self.opt.optimize),
-                                              self.opt.replicas)
+                pool = self.executor.replicas(FrameModel, (self.model_folder, self.opt.device, 1, self.opt.optimize,
+                                                           self.opt.geometry, self.opt.bin), self.opt.replicas)
                 submit, in_flight = functools.partial(pool.submit, "run"), 2 * len(pool)
             else:
                 if self._cpu_threads:
@@ -310,7 +398,7 @@ class StreamPredictor:
         if error is not None:
             raise error
 
-    def _run(self, submit: Callable[[list[np.ndarray]], Future], in_flight: int) -> dict[str, Any]:
+    def _run(self, submit: Callable[..., Future], in_flight: int) -> dict[str, Any]:
         reader = threading.Thread(target=self._receive, name="stream-reader", daemon=True)
         t0 = time.perf_counter()
         reader.start()
@@ -326,6 +414,9 @@ class StreamPredictor:
                     s.flush(summary)
                 except Exception as exc:  # the other sinks still get theirs
                     failures.append(exc)
+            reports = {type(s).__name__: s.report() for s in self.sinks if hasattr(s, "report")}
+            if reports:
+                summary["sinks"] = reports
             if failures:
                 raise failures[0]
         return summary
@@ -337,10 +428,29 @@ class StreamPredictor:
         return {**st, "sent": sent, "wall_s": wall, "rate": st["predicted"] / wall if wall > 0 else 0.0,
                 "dropped_ids": list(self.counts.dropped_ids), "reasons": dict(self.counts.reasons),
                 "reconnects": getattr(self.source, "reconnects", 0),
+                "timeouts": getattr(self.source, "timeouts", 0),
+                "source_lost": getattr(self.source, "lost", None),
+                "detectors": self._detectors(),
                 "error": None if err is None else f"the stream reader stopped: {type(err).__name__}: {err}",
                 "balanced": err is None and sent == st["predicted"] + st["rejected"] + st["dropped"]}
 
-    def _loop(self, submit: Callable[[list[np.ndarray]], Future], in_flight: int, t0: float) -> None:
+    def _detectors(self) -> dict[str, Any]:
+        """How the frames of each detector seen were made (recorded in the summary)."""
+        if not self.detectors_seen:
+            return {}
+        from factory.processing.description import model_frame_shape
+        from models.artifact import read_description
+
+        from .detectors import DetectorFrames
+
+        desc = read_description(self.model_folder)
+        shape = model_frame_shape(desc.get("preprocessing"), desc["input"]["shape"])
+        if shape is None:
+            return {d: {"error": "the model takes no 2D frame"} for d, _ in self.detectors_seen}
+        frames = DetectorFrames(shape, self.opt.geometry, self.opt.bin)
+        return {f"{d}/{'assembled' if a else 'module'}": frames.describe(d, a) for d, a in sorted(self.detectors_seen)}
+
+    def _loop(self, submit: Callable[..., Future], in_flight: int, t0: float) -> None:
         last_status = t0
         pending: dict[int, tuple[list[Frame], Future]] = {}
         next_emit, next_seq = 0, 0
@@ -353,7 +463,9 @@ class StreamPredictor:
                 finished_reading = self.source_done.is_set()
                 batch = self.queue.get_batch(self.opt.batch_size, max_wait) if len(pending) < in_flight else []
                 if batch:
-                    pending[next_seq] = (batch, submit([f.image for f in batch]))
+                    dets = [f.meta.get("detector") for f in batch]
+                    images = [f.image for f in batch]
+                    pending[next_seq] = (batch, submit(images, dets) if any(dets) else submit(images))
                     next_seq += 1
                 if pending:
                     self._collect(pending, done_results, block=not batch)

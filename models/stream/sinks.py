@@ -1,7 +1,9 @@
-"""Where predictions go: a Zarr results store, a ZeroMQ PUB socket, a periodic PNG."""
+"""Where predictions go: a Zarr results store, a ZeroMQ socket (msgpack with a versioned schema,
+or a karabo-bridge server that karabo_bridge.Client reads), a periodic PNG."""
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from pathlib import Path
@@ -96,12 +98,30 @@ class ZarrSink:
             consolidate(self.path)  # the arrays grew (or the attributes changed): never a stale shape
 
 
+SCHEMA = "factory.predictions/1"
+
+
+def _endpoint(endpoint: str) -> str:
+    if not isinstance(endpoint, str) or not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ValueError(f"--pub {endpoint!r} is not a ZeroMQ endpoint (tcp://127.0.0.1:port)")
+    return endpoint
+
+
 class PubSink:
-    """Publishes one msgpack message per frame: {"frame_id", "latency_ms", <label>: value}."""
+    """Publishes one msgpack message per frame on a ZeroMQ PUB socket, schema
+    ``factory.predictions/1`` (README "Streaming prediction"):
+
+    - predicted: ``{"schema", "status": "predicted", "frame_id", "train_id", "pulse_id",
+      "latency_ms", "values": {label: value}}``;
+    - rejected: ``{"schema", "status": "rejected", "frame_id", "train_id", "pulse_id", "reason"}``;
+    - at the end: ``{"schema", "status": "end", "summary": {received, predicted, rejected,
+      dropped, lost, sent, balanced, rate, p50_ms, p99_ms}}``.
+
+    ``train_id``/``pulse_id`` are null for sources without trains.  A consumer that is not
+    connected, or too slow, misses messages (PUB never waits)."""
 
     def __init__(self, endpoint: str):
-        if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-            raise ValueError(f"--pub {endpoint!r} is not a ZeroMQ endpoint (tcp://127.0.0.1:port)")
+        endpoint = _endpoint(endpoint)
         self.sock = zmq.Context.instance().socket(zmq.PUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         try:
@@ -109,18 +129,159 @@ class PubSink:
         except zmq.ZMQError as exc:
             self.sock.close(linger=0)
             raise ValueError(f"--pub {endpoint!r}: cannot bind ({exc})") from None
+        self.sent = 0
 
-    def write(self, frame_ids, latency_ms, values) -> None:
-        for j, fid in enumerate(frame_ids):
-            msg = {"frame_id": int(fid), "latency_ms": float(latency_ms[j])}
-            msg.update({k: float(v[j]) for k, v in values.items() if np.ndim(v) == 1})
-            self.sock.send(msgpack.packb(msg, use_bin_type=True))
+    def _send(self, msg: dict[str, Any]) -> None:
+        self.sock.send(msgpack.packb({"schema": SCHEMA, **msg}, use_bin_type=True))
+        self.sent += 1
+
+    def write_results(self, res) -> None:
+        scalar = {k: v for k, v in res.values.items() if np.ndim(v) == 1}
+        order = res.ok if res.ok is not None else [True] * len(res.frame_ids) + [False] * len(res.rejected)
+        j = r = 0
+        for predicted in order:  # in arrival order
+            if predicted:
+                t, p = int(res.train_ids[j]), int(res.pulse_ids[j])
+                self._send({"status": "predicted", "frame_id": int(res.frame_ids[j]), "train_id": t if t >= 0 else None,
+                            "pulse_id": p if p >= 0 else None, "latency_ms": float(res.latency_ms[j]),
+                            "values": {k: float(v[j]) for k, v in scalar.items()}})
+                j += 1
+            else:
+                fid, t, p, _, reason = res.rejected[r]
+                self._send({"status": "rejected", "frame_id": int(fid), "train_id": t if t >= 0 else None,
+                            "pulse_id": p if p >= 0 else None, "reason": reason})
+                r += 1
 
     def flush(self, summary=None) -> None:
-        pass
+        if summary is not None:
+            keys = ("received", "predicted", "rejected", "dropped", "lost", "sent", "balanced", "rate", "p50_ms",
+                    "p99_ms")
+            self._send({"status": "end", "summary": {k: summary[k] for k in keys if k in summary}})
+
+    def report(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "messages": self.sent}
 
     def close(self) -> None:
         self.sock.close(linger=0)
+
+
+class _Train:
+    __slots__ = ("tid", "size", "frames", "rejected", "done")
+
+    def __init__(self, tid: int, size: int):
+        self.tid, self.size, self.frames, self.rejected, self.done = tid, size, [], [], 0
+
+
+class KaraboSink:
+    """A karabo-bridge (protocol 2.2) server of the predictions, one message per train, that
+    ``karabo_bridge.Client`` (and EXtra-foam-style consumers) read: the package's own
+    ``ServerInThread`` on ``endpoint`` with ``pattern`` REP (the clients' default REQ asks
+    'next'), PUB or PUSH.
+
+    Source ``factory/predictions`` (``metadata['timestamp.tid']`` = the train id) holds, per
+    predicted pulse in arrival order: ``trainId``, ``pulseId`` (uint64), ``cellId`` (int64, -1
+    unknown), ``frameId`` (int64), ``latency_ms`` and one float64 array per label,
+    ``prediction.<label>``; per rejected pulse ``rejected.pulseId`` and ``rejected.reason``;
+    and ``schema`` (factory.predictions/1), ``labels``, ``complete`` (every frame of the train
+    accounted for).  A train is sent when all its frames are predicted or rejected, or, when
+    frames of it were dropped, once ``max_open`` later trains are waiting, and at the end.
+    Sources without trains: one message per frame, with the frame id as train id.  Never
+    slows the predictor: a message that finds ``queue`` messages still unsent is dropped
+    and counted (``unsent``); at the end, waits up to ``drain_s`` for the queue to empty."""
+
+    SOURCE = "factory/predictions"
+
+    def __init__(self, endpoint: str, labels: list[str], pattern: str = "REP", queue: int = 64,
+                 max_open: int = 16, drain_s: float = 2.0):
+        from karabo_bridge import ServerInThread
+
+        endpoint = _endpoint(endpoint)
+        if pattern not in ("REP", "PUB", "PUSH"):
+            raise ValueError(f"--pub-pattern {pattern!r}: choose REP, PUB or PUSH")
+        try:
+            self.server = ServerInThread(endpoint, sock=pattern, maxlen=queue)
+        except zmq.ZMQError as exc:
+            raise ValueError(f"--pub {endpoint!r}: cannot bind ({exc})") from None
+        self.server.start()
+        self.labels, self.max_open, self.drain_s = list(labels), max_open, drain_s
+        self.open: collections.OrderedDict[int, _Train] = collections.OrderedDict()
+        self.sent = self.unsent = 0
+        self._closed = False
+
+    def _train(self, tid: int, size: int) -> _Train:
+        tr = self.open.get(tid)
+        if tr is None:
+            tr = self.open[tid] = _Train(tid, size)
+        return tr
+
+    def write_results(self, res) -> None:
+        for j, fid in enumerate(res.frame_ids):
+            tid = int(res.train_ids[j]) if res.train_ids[j] >= 0 else int(fid)
+            tr = self._train(tid, int(res.train_sizes[j]))
+            tr.frames.append((int(fid), max(0, int(res.pulse_ids[j])), int(res.cell_ids[j]),
+                              float(res.latency_ms[j]), {n: float(res.values[n][j]) for n in self.labels}))
+            tr.done += 1
+        for fid, t, p, size, reason in res.rejected:
+            tr = self._train(t if t >= 0 else int(fid), size)
+            tr.rejected.append((max(0, p), reason))
+            tr.done += 1
+        for tid in [t for t, tr in self.open.items() if tr.done >= tr.size]:
+            self._send(self.open.pop(tid), complete=True)
+        while len(self.open) > self.max_open:  # frames of the oldest were dropped: send what there is
+            self._send(self.open.popitem(last=False)[1], complete=False)
+
+    def _send(self, tr: _Train, complete: bool) -> None:
+        f = tr.frames
+        data = {
+            "schema": SCHEMA, "labels": self.labels, "complete": bool(complete),
+            "trainId": np.full(len(f), tr.tid, dtype=np.uint64),
+            "pulseId": np.array([x[1] for x in f], dtype=np.uint64),
+            "cellId": np.array([x[2] for x in f], dtype=np.int64),
+            "frameId": np.array([x[0] for x in f], dtype=np.int64),
+            "latency_ms": np.array([x[3] for x in f], dtype=np.float64),
+            **{f"prediction.{n}": np.array([x[4][n] for x in f], dtype=np.float64) for n in self.labels},
+            "rejected.pulseId": np.array([r[0] for r in tr.rejected], dtype=np.uint64),
+            "rejected.reason": [r[1] for r in tr.rejected],
+        }
+        now = time.time()
+        sec, frac = f"{now:.6f}".split(".")
+        meta = {"source": self.SOURCE, "timestamp": now, "timestamp.sec": sec, "timestamp.frac": frac.ljust(18, "0"),
+                "timestamp.tid": int(tr.tid)}
+        try:
+            self.server.feed({self.SOURCE: data}, {self.SOURCE: meta}, block=False)
+            self.sent += 1
+        except Exception:  # queue.Full: no consumer keeps up; never wait for one
+            self.unsent += 1
+
+    def flush(self, summary=None) -> None:
+        if summary is not None:
+            while self.open:
+                tr = self.open.popitem(last=False)[1]
+                self._send(tr, complete=tr.done >= tr.size)
+
+    def report(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "source": self.SOURCE, "trains": self.sent, "unsent": self.unsent}
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + self.drain_s
+        while self.server.buffer.qsize() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.server.stop()
+
+
+def open_pub(endpoint: str, protocol: str, labels: list[str], pattern: str | None = None):
+    """The sink for ``--pub``: ``msgpack`` (PUB, schema factory.predictions/1) or ``karabo``
+    (a karabo-bridge server, REP unless ``pattern``)."""
+    if protocol == "msgpack":
+        if pattern not in (None, "PUB"):
+            raise ValueError(f"--pub-pattern {pattern!r}: msgpack predictions are published on PUB")
+        return PubSink(endpoint)
+    if protocol == "karabo":
+        return KaraboSink(endpoint, labels, pattern or "REP")
+    raise ValueError(f"--pub-protocol {protocol!r}: choose msgpack or karabo")
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -2,10 +2,14 @@
 and replay of a dataset store or a folder of images at a chosen rate.
 
 A source is an iterator of ``Frame`` (decoded), ``Rejected`` (a malformed message, to be
-counted) or ``None`` (nothing arrived within the poll timeout; lets the caller check for a
-stop request).  A socket whose connection drops (the peer went away, or sent a part over the
-MAXMSGSIZE limit, after which libzmq would never reconnect) is closed and opened again, as is
-a REQ socket whose reply never comes (the "lazy pirate" pattern); ``reconnects`` counts both.
+counted) or ``None`` (nothing arrived within a short poll; lets the caller check for a stop
+request or its idle timeout).  A socket whose connection drops (the peer went away, or sent a
+part over the MAXMSGSIZE limit, after which libzmq would never reconnect) is closed and opened
+again; ``reconnects`` counts those.  A REQ whose reply has not come after ``timeout_s`` while
+the connection is up (a slow server, or one with nothing more to send) is asked again on a fresh
+socket (the "lazy pirate" pattern), counted in ``timeouts``, not as a reconnect.  ``lost``
+says, when the connection is down at the end of a run after having been up, that the source
+was lost.
 """
 
 from __future__ import annotations
@@ -16,29 +20,44 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .protocol import Frame, Rejected, decode_karabo, decode_simple
 
 PATTERNS = ("REQ", "PULL", "SUB")
 PROTOCOLS = ("karabo", "simple")
+POLL_MS = 100  # how often the reader looks up from an idle socket (stop requests, idle timeout)
 
 
 class ZmqSource:
     def __init__(self, url: str, *, pattern: str = "REQ", protocol: str = "karabo", max_bytes: int = 64 << 20,
-                 timeout_s: float = 1.0, karabo_source: str | None = None, karabo_key: str | None = None):
+                 timeout_s: float = 10.0, karabo_source: str | None = None, karabo_key: str | None = None,
+                 detector: str = "auto", layout: str = "auto"):
         if pattern not in PATTERNS:
             raise ValueError(f"pattern {pattern!r}: choose one of {', '.join(PATTERNS)}")
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         if not url.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(f"source {url!r} is not a ZeroMQ endpoint (tcp://host:port)")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout {timeout_s}: must be > 0 seconds")
+        from .detectors import CHOICES, LAYOUTS
+
+        if detector not in CHOICES:
+            raise ValueError(f"detector {detector!r}: choose one of {', '.join(CHOICES)}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
         self.url, self.pattern, self.protocol = url, pattern, protocol
-        self.max_bytes, self.timeout_ms = max_bytes, int(timeout_s * 1000)
-        self.karabo = (karabo_source, karabo_key)
+        self.max_bytes, self.timeout_s = max_bytes, float(timeout_s)
+        self.karabo = (karabo_source, karabo_key, detector, layout)
         self.ctx = zmq.Context.instance()
         self.sock: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
-        self.reconnects = 0
+        self.reconnects = 0        # connections that dropped and were opened again
+        self.timeouts = 0          # REQ replies that did not come within timeout_s on a live connection
+        self.connected = False     # as the socket's monitor last said
+        self.ever_connected = False
+        self._dropped_at: float | None = None  # when the connection last dropped (None: up, or never)
         self._closed = False
         self._open()  # a malformed endpoint fails here, before the run starts
 
@@ -55,7 +74,7 @@ class ZmqSource:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         if self.pattern == "SUB":
             sock.setsockopt(zmq.SUBSCRIBE, b"")
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         try:
             sock.connect(self.url)
         except zmq.ZMQError as exc:
@@ -77,7 +96,14 @@ class ZmqSource:
     def _reopen(self) -> None:
         self._shut()
         self._open()
-        self.reconnects += 1
+
+    @property
+    def lost(self) -> str | None:
+        """Why the source counts as lost (its connection dropped and is not back), or None."""
+        if self.ever_connected and not self.connected and self._dropped_at is not None:
+            return (f"{self.url} dropped the connection {time.monotonic() - self._dropped_at:.1f} s before the end "
+                    "and did not come back")
+        return None
 
     def _decode(self, parts) -> list[Frame]:
         if self.protocol == "karabo":
@@ -96,25 +122,35 @@ class ZmqSource:
     def __iter__(self) -> Iterator[Frame | Rejected | None]:
         if self.sock is None:
             self._open()
-        waiting = False
+        waiting, asked = False, 0.0
         try:
             while not self._closed:
                 if self.pattern == "REQ" and not waiting:
                     self.sock.send(b"next")
-                    waiting = True
-                ready = dict(self.poller.poll(self.timeout_ms))
+                    waiting, asked = True, time.monotonic()
+                ready = dict(self.poller.poll(POLL_MS))
                 if self.monitor in ready:
+                    event = recv_monitor_message(self.monitor)["event"]
+                    if event == zmq.EVENT_CONNECTED:
+                        self.connected = self.ever_connected = True
+                        self._dropped_at = None
+                        continue
                     # the connection was dropped (peer gone, or a part over MAXMSGSIZE, after which
                     # libzmq never reconnects): keep what already arrived, then connect afresh
                     while self.sock.poll(0, zmq.POLLIN):
                         yield from self._messages(self.sock.recv_multipart(copy=False))
+                    self.connected, self._dropped_at = False, time.monotonic()
                     self._reopen()
+                    self.reconnects += 1
                     waiting = False
                     yield None
                     continue
                 if self.sock not in ready:
-                    if self.pattern == "REQ":  # no reply: the server may have restarted; start afresh
+                    if waiting and self.connected and time.monotonic() - asked > self.timeout_s:
+                        # no reply on a live connection: ask again on a fresh socket (lazy pirate)
                         self._reopen()
+                        self.connected = False
+                        self.timeouts += 1
                         waiting = False
                     yield None
                     continue
@@ -196,7 +232,7 @@ def open_source(spec: str, **kw) -> ZmqSource | ReplaySource:
     """``tcp://host:port`` (ZeroMQ) or a path (store / folder) to replay."""
     if "://" in spec:
         return ZmqSource(spec, **{k: v for k, v in kw.items() if k in (
-            "pattern", "protocol", "max_bytes", "timeout_s", "karabo_source", "karabo_key")})
+            "pattern", "protocol", "max_bytes", "timeout_s", "karabo_source", "karabo_key", "detector", "layout")})
     from factory.outputs import user_path
 
     return ReplaySource(user_path(spec), rate=kw.get("rate"), limit=kw.get("limit"))
