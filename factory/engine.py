@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +25,9 @@ from .compute import BlockReport, Executor, fill_missing_blocks
 from .compute.blocks import BlockWriter
 from .config import GenerateConfig, config_from_dict
 from .errors import GenerationError, StoreError
-from .outputs import check_replaceable, is_factory_zarr, user_path
+from .outputs import is_factory_zarr
 from .simulators import Simulator, rng_for, simulator_class
-from .store import DatasetStore
+from .store import DatasetStore, StoreLike, check_new_store, store_exists, store_location
 
 _SIMULATORS: dict[tuple[str, str, int], Simulator] = {}  # one per worker process, simulator config and threads
 
@@ -86,7 +85,7 @@ class SimulateBlock:
         return compute_block(self.config(), start, stop, self.threads)
 
 
-def run_block(config_data: dict[str, Any], path: str, start: int, stop: int, threads: int = 1) -> dict:
+def run_block(config_data: dict[str, Any], path: StoreLike, start: int, stop: int, threads: int = 1) -> dict:
     """Compute and write one chunk-aligned block in this process; returns its timing."""
     return BlockWriter(SimulateBlock(config_data, threads), path)(start, stop)
 
@@ -104,15 +103,15 @@ def store_spec(config: GenerateConfig, lineage: list[dict[str, Any]] = ()) -> di
 
 def prepare_store(
     config: GenerateConfig,
-    out: str | Path,
+    out: StoreLike,
     *,
     overwrite: bool = False,
     resume: bool = False,
     lineage: list[dict[str, Any]] = (),
 ) -> DatasetStore:
     """Create the store (metadata written once, on the driver) or reopen it for a resume."""
-    out = user_path(out)
-    if resume and out.exists():
+    out = store_location(out)
+    if resume and store_exists(out):
         store = DatasetStore.open(out, mode="r+")
         if store.config_hash != config.hash:
             raise StoreError(
@@ -136,7 +135,7 @@ def complete_report(store: DatasetStore, step: str) -> BlockReport | None:
 
 def generate(
     config: GenerateConfig,
-    out: str | Path,
+    out: StoreLike,
     *,
     overwrite: bool = False,
     resume: bool = False,
@@ -148,7 +147,8 @@ def generate(
     executor: Executor | None = None,
     progress: bool = True,
 ) -> BlockReport:
-    """Generate (or resume) the store ``out`` from ``config``.
+    """Generate (or resume) the store ``out`` (a local path or a URL such as ``s3://bucket/x.zarr``,
+    which every worker opens itself) from ``config``.
 
     ``executor``: where the blocks run; by default a Ray executor (``address``, else
     RAY_ADDRESS, else an embedded local Ray) running ``mode`` = ``tasks`` or ``actors``
@@ -158,9 +158,9 @@ def generate(
     own workers and threads) and left open for the next run.  Resuming a complete store
     starts nothing (no Ray) and returns a report of no blocks computed, ``where="nothing to do"``.
     """
-    out = user_path(out)
-    if not (resume and out.exists()):  # refuse before connecting or creating anything
-        check_replaceable(out, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr)
+    out = store_location(out)
+    if not (resume and store_exists(out)):  # refuse before connecting or creating anything
+        check_new_store(out, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr, resumable=True)
         DatasetStore.validate_new(out, **store_spec(config))
     else:
         done = complete_report(prepare_store(config, out, resume=True), f"generate {config.kind}")

@@ -146,7 +146,8 @@ class ChunkStream(torch.utils.data.IterableDataset):
 
     ``targets`` is an (n_samples, k) float32 array (scaled labels) or (n_samples,) int64 classes,
     indexed by sample number.  ``steps`` fixes the batches per epoch on every rank (training);
-    ``None`` yields each of this rank's samples once (evaluation).
+    ``None`` yields each of this rank's samples once (evaluation).  ``path``: the store's local
+    path or URL (``s3://...``); each worker opens it itself (:meth:`DatasetStore.open`).
     """
 
     path: str

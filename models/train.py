@@ -32,7 +32,7 @@ import torch
 
 from factory.errors import ConfigError
 from factory.outputs import check_disjoint, user_path
-from factory.store import DatasetStore
+from factory.store import DatasetStore, StoreLocation, is_url, store_location
 
 from .artifact import ModelError, read_card
 from .train_config import (TrainConfig, config_from_dict, load_train_config, resolve_train_config,  # noqa: F401
@@ -90,17 +90,18 @@ def train(config: TrainConfig, store: str | Path | None, out: str | Path, *, res
     return _finish(out, cfg, plan.start_epoch, time.perf_counter() - t0, where)
 
 
-def _absolute(config: TrainConfig, store: str | Path | None, out: str | Path) -> tuple[TrainConfig, Path, Path]:
+def _absolute(config: TrainConfig, store: str | Path | None, out: str | Path) -> tuple[TrainConfig, StoreLocation, Path]:
     """Every path absolute once, here (Ray Train workers run in another directory), and the
     output checked to lie outside the inputs."""
     store_path = store or config.data.store
     if not store_path:
         raise ConfigError("no training store: pass --store STORE or set data.store in the config")
-    store_path, out, cfg = user_path(store_path), user_path(out), config
+    store_path, out, cfg = store_location(store_path), user_path(out), config  # a store may be a URL (s3://...)
     if cfg.transfer.from_model:
         cfg = cfg.model_copy(update={"transfer": cfg.transfer.model_copy(
             update={"from_model": str(user_path(cfg.transfer.from_model))})})
-    check_disjoint(out, [store_path, *([cfg.transfer.from_model] if cfg.transfer.from_model else [])])
+    check_disjoint(out, [*([] if is_url(store_path) else [store_path]),
+                         *([cfg.transfer.from_model] if cfg.transfer.from_model else [])])
     return cfg, store_path, out
 
 

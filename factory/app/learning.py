@@ -22,7 +22,7 @@ Sets = Annotated[Optional[list[str]], typer.Option("--set", help="override a con
 
 def train_cmd(
     config: Annotated[str, typer.Argument(help="training config: YAML file or preset such as 'pmd-cnn/small' (see train-presets)")],
-    store: Annotated[Optional[Path], typer.Option(help="the (processed) training store (default: data.store of the config)")] = None,
+    store: Annotated[Optional[str], typer.Option(help="the (processed) training store, a folder or a URL such as s3://bucket/x.zarr (default: data.store of the config)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder: checkpoints, model/, loss.png")] = Path("run"),
     set_: Sets = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers (overrides run.workers)")] = None,

@@ -69,7 +69,7 @@ def root(
 @user_errors
 def generate(
     config: Annotated[str, typer.Argument(help="YAML file or preset name such as 'blobs/tiny' (see `factory presets`)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the dataset store (a Zarr v3 folder) to write")],
+    out: Annotated[str, typer.Option("--out", "-o", help="the dataset store to write: a Zarr v3 folder, or a URL such as s3://bucket/x.zarr")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set simulator.noise=0.1 (repeatable)")] = None,
     samples: Annotated[Optional[int], typer.Option(help="number of samples (overrides the config)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="random seed (overrides the config)")] = None,
@@ -107,7 +107,7 @@ def generate(
 @app.command()
 @user_errors
 def info(
-    store: Annotated[Path, typer.Argument(help="a dataset store")],
+    store: Annotated[str, typer.Argument(help="a dataset store (a folder, or a URL such as s3://bucket/x.zarr)")],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     verify: Annotated[bool, typer.Option(help="read every chunk back and check its checksum")] = False,
 ):

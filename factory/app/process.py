@@ -12,7 +12,7 @@ from factory.app.common import emit_json, fail, user_errors
 app = typer.Typer(help="Post-process dataset stores with Dask (resumable; each step writes a new store).",
                   no_args_is_help=True)
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="the new store to write")]
+Out = Annotated[str, typer.Option("--out", "-o", help="the new store to write (a folder, or a URL such as s3://bucket/x.zarr)")]
 Address = Annotated[Optional[str], typer.Option(help="dask.distributed scheduler address (default: local threads)")]
 Workers = Annotated[Optional[int], typer.Option(min=1, help="local Dask threads (default: all cores)")]
 Overwrite = Annotated[bool, typer.Option(help="replace an existing output store")]
@@ -43,7 +43,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
 
 @app.command("focal-average")
 @user_errors
-def focal_average(source: Annotated[Path, typer.Argument(help="TDSE store with intensity ladders")], out: Out,
+def focal_average(source: Annotated[str, typer.Argument(help="TDSE store with intensity ladders")], out: Out,
                   method: Annotated[str, typer.Option(help="product (exact for piecewise-linear P) or trapezoid")] = "product",
                   address: Address = None, workers: Workers = None, overwrite: Overwrite = False, as_json: Json = False):
     """Focal-volume average each intensity ladder (Shvetsov-Shilovski & Lein, PRA 2023, eqs. 5-6)."""
@@ -56,7 +56,7 @@ def focal_average(source: Annotated[Path, typer.Argument(help="TDSE store with i
 
 @app.command()
 @user_errors
-def interpolate(sources: Annotated[list[Path], typer.Argument(help="stores of computed samples")], out: Out,
+def interpolate(sources: Annotated[list[str], typer.Argument(help="stores of computed samples")], out: Out,
                 axes: Annotated[str, typer.Option(help="comma-separated labels spanning the space, e.g. R,I0")] = "R,I0",
                 samples: Annotated[int, typer.Option(min=1, help="new samples, uniform inside the hull")] = 1000,
                 method: Annotated[str, typer.Option(help="linear (Delaunay) or rbf")] = "linear",
@@ -73,7 +73,7 @@ def interpolate(sources: Annotated[list[Path], typer.Argument(help="stores of co
 
 @app.command()
 @user_errors
-def preprocess(sources: Annotated[list[Path], typer.Argument(help="raw, focal-averaged or interpolated stores")], out: Out,
+def preprocess(sources: Annotated[list[str], typer.Argument(help="raw, focal-averaged or interpolated stores")], out: Out,
                mode: Annotated[str, typer.Option(help="pmd2d (256x128, 0..255), pmd1d (dP/dkx, 256) or scatter (128x128)")] = "pmd2d",
                window: Annotated[str, typer.Option(help="PMD crop: global (one window for the set) or per-image")] = "global",
                split: Annotated[str, typer.Option(help="train,validation,test fractions")] = "0.8,0.1,0.1",
@@ -91,7 +91,7 @@ def preprocess(sources: Annotated[list[Path], typer.Argument(help="raw, focal-av
 
 @app.command()
 @user_errors
-def augment(source: Annotated[Path, typer.Argument(help="a preprocessed scattering store")], out: Out,
+def augment(source: Annotated[str, typer.Argument(help="a preprocessed scattering store")], out: Out,
             factor: Annotated[int, typer.Option(min=1, help="copies per training image (paper: 11)")] = 11,
             only_split: Annotated[str, typer.Option(help="which split grows: train, validation, test or all")] = "train",
             seed: int = 0, address: Address = None, workers: Workers = None, overwrite: Overwrite = False,
@@ -105,7 +105,7 @@ def augment(source: Annotated[Path, typer.Argument(help="a preprocessed scatteri
 
 @app.command("split")
 @user_errors
-def split_cmd(store: Annotated[Path, typer.Argument(help="a store to (re)split in place")],
+def split_cmd(store: Annotated[str, typer.Argument(help="a store to (re)split in place")],
               fractions: Annotated[str, typer.Option("--split", help="train,validation,test")] = "0.8,0.1,0.1",
               seed: int = 0, as_json: Json = False):
     """Assign seeded train/validation/test splits (interpolated samples never go to test)."""

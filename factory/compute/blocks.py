@@ -36,7 +36,10 @@ TASK_NAME = "factory.block"  # the name of every block's task (Ray shows it in i
 
 @dataclass(frozen=True, eq=False)
 class BlockWriter:
-    """Computes one block with ``block_fn`` and writes it into the store at ``path`` (on a worker)."""
+    """Computes one block with ``block_fn`` and writes it into the store at ``path`` (on a worker).
+
+    ``path``: the store's absolute local path (a shared filesystem on a cluster) or its URL
+    (``s3://...``: each worker opens it with the credentials of its own environment)."""
 
     block_fn: BlockFn
     path: str

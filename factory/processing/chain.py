@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import format_validation_error, read_yaml
 from ..errors import ConfigError
+from ..store import is_url
 from . import steps
 
 
@@ -89,7 +90,7 @@ def run_chain(path: str | Path, *, overwrite: bool = False, executor=None, addre
               workers: int | None = None, **run) -> list[steps.StepReport]:
     """Run every step in order on one executor (given, else Dask: local threads or ``address``)."""
     root = Path(path).resolve().parent
-    rel = lambda p: str(root / p)  # noqa: E731 - absolute paths stay absolute under '/'
+    rel = lambda p: p if is_url(p) else str(root / p)  # noqa: E731 - absolute paths and store URLs stay as they are
     chain = load_chain(path)
     own = executor is None
     if own:

@@ -17,13 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..compute import BlockFn, BlockReport, Executor, fill_missing_blocks
 from ..errors import FactoryError, StoreError
-from ..outputs import check_disjoint, user_path
-from ..store import DatasetStore
+from ..store import DatasetStore, StoreLike, check_disjoint_stores, is_url, store_exists, store_location
 
 StepReport = BlockReport  # the report of a processing step (one class for every block run)
 
@@ -34,20 +32,22 @@ def step_hash(step_config: dict[str, Any]) -> str:
 
 
 def open_or_create(
-    out: str | Path, step_config: dict[str, Any], create: Callable[[str], DatasetStore], overwrite: bool,
+    out: StoreLike, step_config: dict[str, Any], create: Callable[[str], DatasetStore], overwrite: bool,
     sources: list[str],
 ) -> DatasetStore:
-    """Reopen ``out`` when it was made by the same step config (resume), else create it.
-    An output that is, contains or lies inside a source is refused before anything is written."""
-    check_disjoint(out, sources)
-    out = user_path(out)
+    """Reopen ``out`` (a local path or a store URL) when it was made by the same step config
+    (resume), else create it.  An output that is, contains or lies inside a source is refused
+    before anything is written."""
+    check_disjoint_stores(out, sources)
+    out = store_location(out)
     h = step_hash(step_config)
-    if out.exists() and not overwrite:
+    if store_exists(out) and not overwrite:
         store = DatasetStore.open(out, mode="r+")
         if store.config_hash != h:
+            fix = "write to a new URL" if is_url(out) else "pass --overwrite to replace it"
             raise StoreError(
                 f"{out} exists and was made by another step or other arguments; "
-                "pass --overwrite to replace it, or use the same arguments to resume it"
+                f"{fix}, or use the same arguments to resume it"
             )
         return store
     return create(h)

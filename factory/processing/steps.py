@@ -6,13 +6,13 @@ generation uses too (:func:`factory.compute.fill_missing_blocks`).  ``**run`` ch
 ``executor=`` any executor (local, Ray, Dask; the output bytes are the same), else Dask's
 local threads (``workers``) or a dask.distributed ``address``; ``progress`` shows a bar.
 Block functions are module-level callables (picklable, for Ray and Dask workers) that read
-only what their chunk needs.
+only what their chunk needs.  Stores are local paths or URLs (``s3://...``, see
+:mod:`factory.store.location`); block functions carry them as strings and each worker opens them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..simulators import Coord, rng_for
-from ..store import DatasetStore, lineage_entry
+from ..store import DatasetStore, StoreLike, lineage_entry
 from . import augment as aug
 from . import description, focal, interpolate, preprocess
 from .description import Description, DescriptionError
@@ -32,7 +32,7 @@ from .splits import SPLIT_NAMES, assign_splits
 class Sources:
     """One or more stores that must agree (kind, image axes, labels), read as one stack."""
 
-    def __init__(self, paths: list[str | Path]):
+    def __init__(self, paths: list[StoreLike]):
         if not paths:
             raise StoreError("no source store given")
         self.stores = [DatasetStore.open(p) for p in paths]  # refuses incomplete or damaged stores
@@ -141,7 +141,7 @@ class FocalBlock:
         return out.astype(np.float32), labels, {"tail_fraction": tails}
 
 
-def focal_average_store(source: str | Path, out: str | Path, *, method: str = "product", chunk: int | None = None,
+def focal_average_store(source: StoreLike, out: StoreLike, *, method: str = "product", chunk: int | None = None,
                         overwrite: bool = False, **run) -> StepReport:
     """Focal-volume average every intensity ladder of a TDSE store (eqs. 5-6)."""
     src = Sources([source])
@@ -202,7 +202,7 @@ class InterpBlock:
         return out.astype(np.float32), {k: v[rows] for k, v in self.labels.items()}, {}
 
 
-def interpolate_store(sources: list[str | Path], out: str | Path, *, axes: list[str], samples: int | None = None,
+def interpolate_store(sources: list[StoreLike], out: StoreLike, *, axes: list[str], samples: int | None = None,
                       targets: np.ndarray | None = None, method: str = "linear", outside: str = "refuse",
                       seed: int = 0, chunk: int = 16, overwrite: bool = False, **run) -> StepReport:
     """New samples at ``targets`` (or ``samples`` random points inside the hull) from computed ones."""
@@ -281,7 +281,7 @@ def global_kmax(src: Sources, floor: float) -> tuple[float, float]:
     return float(np.abs(ky[rows]).max()), float(np.abs(kx[cols]).max())
 
 
-def preprocess_store(sources: list[str | Path], out: str | Path, *, mode: str, window: str = "global",
+def preprocess_store(sources: list[StoreLike], out: StoreLike, *, mode: str, window: str = "global",
                      log_floor: float | None = None, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
                      seed: int = 0, chunk: int = 32, overwrite: bool = False, **run) -> StepReport:
     """Network input (PMD 2D / 1D, scattering) with the preprocessing recorded, plus splits."""
@@ -323,7 +323,7 @@ def write_split(store: DatasetStore, codes: np.ndarray, **meta: Any) -> None:
     store.set_sample_array("split", np.asarray(codes, dtype=np.int8), {"codes": SPLIT_NAMES}, **meta)
 
 
-def split_store(path: str | Path, *, fractions: tuple[float, float, float], seed: int = 0) -> dict[str, int]:
+def split_store(path: StoreLike, *, fractions: tuple[float, float, float], seed: int = 0) -> dict[str, int]:
     """(Re)assign the seeded split of an existing store in place; returns the counts."""
     st = DatasetStore.open(path, mode="r+")
     p = st.params()
@@ -359,7 +359,7 @@ class AugmentBlock:
         return out, {k: v[start:stop] for k, v in self.labels.items()}, {}
 
 
-def augment_store(source: str | Path, out: str | Path, *, factor: int = 11, seed: int = 0, only_split: str = "train",
+def augment_store(source: StoreLike, out: StoreLike, *, factor: int = 11, seed: int = 0, only_split: str = "train",
                   chunk: int = 64, overwrite: bool = False, **run) -> StepReport:
     """Grow a set ``factor``-fold with the 11 filters (train split only by default)."""
     src = Sources([source])

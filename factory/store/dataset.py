@@ -30,7 +30,9 @@ new one, never a torn file, and ``done`` is never set for data that is not on di
 
 A store is created whole in a hidden sibling folder and renamed into place
 (:func:`factory.outputs.staged_output`), so it exists complete with its metadata,
-coordinates and per-sample arrays, or not at all.  Readers (``open`` in mode ``"r"``) refuse a
+coordinates and per-sample arrays, or not at all.  A store on object storage (a URL such as
+``s3://bucket/x.zarr``, :mod:`.location`) is built whole in a local temporary folder and
+uploaded with its root ``zarr.json`` last; each chunk is one object written by one PUT.  Readers (``open`` in mode ``"r"``) refuse a
 store whose samples are not all done, whose chunk files are missing or whose metadata does
 not match its arrays; :meth:`DatasetStore.verify` reads every array back and detects flipped
 bytes (crc32c codec), altered coordinates, and swapped or copied chunks (the digest table).
@@ -38,8 +40,9 @@ bytes (crc32c codec), altered coordinates, and swapped or copied chunks (the dig
 
 from __future__ import annotations
 
-import os
+import tempfile
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,11 +51,13 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from ..outputs import is_factory_zarr, staged_output, user_path
+from ..outputs import is_factory_zarr, staged_output
 from ..simulation import Coord
 from .checked import CheckedArray
 from .creation import validate_new, write_new_store
 from .integrity import IntegrityChecks
+from .location import (StoreLike, StoreLocation, StoreURL, check_new_store, has_root, location_text, publish,
+                       store_location, zarr_store)
 from . import cf
 from .schema import ARRAY_CONFIG, ATTR, DIGESTS, RESERVED, check_attrs, compressors, consolidate, digest
 
@@ -74,8 +79,8 @@ _HANDLES_LOCK = threading.Lock()
 class DatasetStore(IntegrityChecks):
     """A Zarr v3 dataset group.  Create with :meth:`create`, open with :meth:`open`."""
 
-    def __init__(self, path: Path, group: zarr.Group):
-        self.path = Path(path)
+    def __init__(self, path: StoreLocation, group: zarr.Group):
+        self.path: StoreLocation = path if isinstance(path, StoreURL) else Path(path)
         self.group = group
         self._arrays: dict[str, Any] = {}  # opened handles (each open reads zarr.json)
         self._table: np.ndarray | None = None
@@ -88,7 +93,7 @@ class DatasetStore(IntegrityChecks):
     @classmethod
     def create(
         cls,
-        path: str | Path,
+        path: StoreLike,
         *,
         kind: str,
         n_samples: int,
@@ -110,33 +115,43 @@ class DatasetStore(IntegrityChecks):
 
         Everything is checked first; the store is built in a hidden sibling folder and renamed
         into place, replacing an existing store only with ``overwrite`` and only once the new
-        one is complete (never anything that is not a factory store).
+        one is complete (never anything that is not a factory store).  At a URL it is built in
+        a local temporary folder and uploaded, root ``zarr.json`` last (:func:`.location.publish`);
+        an existing store there is never replaced (``overwrite`` is refused).
         """
-        path = user_path(path)
+        path = store_location(path)
         chunk = cls.validate_new(path, n_samples=n_samples, chunk=chunk, coords=coords, param_names=param_names,
                                  diagnostic_names=diagnostic_names, sample_arrays=sample_arrays, dtype=dtype)
-        with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr,
-                           resumable=True) as tmp:
-            write_new_store(tmp, kind=kind, n_samples=n_samples, chunk=chunk, coords=coords,
-                            param_names=param_names, diagnostic_names=diagnostic_names,
-                            sample_arrays=sample_arrays, dtype=dtype, attrs={
-                                "config": config or {}, "config_hash": config_hash, "seed": seed,
-                                "lineage": list(lineage), **(extra_attrs or {})})
+        build = dict(kind=kind, n_samples=n_samples, chunk=chunk, coords=coords, param_names=param_names,
+                     diagnostic_names=diagnostic_names, sample_arrays=sample_arrays, dtype=dtype, attrs={
+                         "config": config or {}, "config_hash": config_hash, "seed": seed,
+                         "lineage": list(lineage), **(extra_attrs or {})})
+        if isinstance(path, StoreURL):
+            check_new_store(path, overwrite=overwrite, resumable=True)
+            with tempfile.TemporaryDirectory(prefix="factory-store-") as tmp:
+                write_new_store(Path(tmp) / "store.zarr", **build)
+                publish(Path(tmp) / "store.zarr", path)
+        else:
+            with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr,
+                               resumable=True) as tmp:
+                write_new_store(tmp, **build)
         return cls.open(path, mode="r+")
 
     validate_new = staticmethod(validate_new)
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r", *, partial: bool = False) -> "DatasetStore":
+    def open(cls, path: StoreLike, mode: str = "r", *, partial: bool = False) -> "DatasetStore":
         """Open a store.  Readers (mode ``"r"``) get only complete, consistent stores: every
         sample done, every chunk file present, metadata matching the arrays; ``partial=True``
         (an explicit choice) skips the completeness check, e.g. to read only the done samples.
-        Writers (``"r+"``) get any consistent store (a resume fills the missing chunks)."""
-        path = user_path(path)
-        if not (path / "zarr.json").is_file():
+        Writers (``"r+"``) get any consistent store (a resume fills the missing chunks).
+        ``path``: a local path or a store URL (:func:`.location.store_location`)."""
+        path = store_location(path)
+        if not has_root(path):
             raise StoreError(f"{path}: no dataset store there (missing zarr.json)")
         try:
-            group = zarr.open_group(store=str(path), mode=mode, zarr_format=3, use_consolidated=False)
+            group = zarr.open_group(store=zarr_store(path, read_only=mode == "r"), mode=mode, zarr_format=3,
+                                    use_consolidated=False)
         except Exception as exc:  # zarr raises several types for bad metadata
             raise StoreError(f"{path}: cannot open as a Zarr v3 group ({type(exc).__name__}: {exc})") from None
         store = cls(path, group)
@@ -154,16 +169,20 @@ class DatasetStore(IntegrityChecks):
         return store
 
     @classmethod
-    def cached(cls, path: str | Path, mode: str = "r") -> "DatasetStore":
+    def cached(cls, path: StoreLike, mode: str = "r") -> "DatasetStore":
         """A handle reused by the tasks of one process (opening a store and its arrays reads
         their metadata files: tens of ms per chunk otherwise).  Re-opened when the store's
-        zarr.json changes (recreated, attributes updated).  For tasks of a step whose driver
-        already checked the store: no completeness check here."""
-        path = Path(path).resolve()
-        try:
-            stamp = (path / "zarr.json").stat().st_mtime_ns
-        except OSError:
-            raise StoreError(f"{path}: no dataset store there (missing zarr.json)") from None
+        zarr.json changes (recreated, attributes updated; at a URL: its content).  For tasks of
+        a step whose driver already checked the store: no completeness check here."""
+        path = store_location(path)
+        if isinstance(path, StoreURL):
+            stamp = zlib.crc32(path.read_bytes("zarr.json"))  # a missing one: a StoreError naming the URL
+        else:
+            path = path.resolve()
+            try:
+                stamp = (path / "zarr.json").stat().st_mtime_ns
+            except OSError:
+                raise StoreError(f"{path}: no dataset store there (missing zarr.json)") from None
         key = (str(path), mode)
         with _HANDLES_LOCK:  # tasks of one process run on several threads
             hit = _HANDLES.get(key)
@@ -394,7 +413,7 @@ class DatasetStore(IntegrityChecks):
         self.meta = {**self.meta, **items}
         self.group.attrs[ATTR] = self.meta
         if self.meta["schema_version"] >= 3:
-            consolidate(self.path)
+            consolidate(zarr_store(self.path))
 
     def set_sample_array(self, name: str, values: np.ndarray, attrs: dict[str, Any] | None = None,
                          **meta: Any) -> None:
@@ -457,4 +476,4 @@ class DatasetStore(IntegrityChecks):
 
 def lineage_entry(store: DatasetStore) -> dict[str, Any]:
     """How a derived store records one of its sources."""
-    return {"path": os.fspath(store.path.resolve()), "kind": store.kind, "config_hash": store.config_hash}
+    return {"path": location_text(store.path), "kind": store.kind, "config_hash": store.config_hash}

@@ -44,9 +44,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
-from ..outputs import TMP_TAG, check_disjoint, user_path
+from ..outputs import TMP_TAG, user_path
 from . import cf
 from .dataset import DatasetStore
+from .location import StoreLike, check_disjoint_stores
 from .xarray_view import open_dataset
 
 FORMATS = ("netcdf", "cxi")
@@ -93,13 +94,13 @@ def staged_file(out: Path, *, overwrite: bool) -> Iterator[Path]:
         raise
 
 
-def export_store(store: str | Path, out: str | Path, *, format: str, overwrite: bool = False) -> dict[str, Any]:
+def export_store(store: StoreLike, out: str | Path, *, format: str, overwrite: bool = False) -> dict[str, Any]:
     """Write the complete store ``store`` to the file ``out`` as ``format`` ("netcdf" or "cxi");
     returns what was written (path, format, samples, bytes, seconds)."""
     if format not in FORMATS:
         raise ConfigError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
     out = user_path(out)
-    check_disjoint(out, [store])
+    check_disjoint_stores(out, [store])
     st = DatasetStore.open(store)  # a reader: refuses incomplete or damaged stores
     t0 = time.perf_counter()
     with staged_file(out, overwrite=overwrite) as tmp:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from ..errors import StoreError
+from .location import chunk_indices
 from .schema import DIGESTS, Damage, digest, ranges
+
+_BATCH_BYTES = 64 * 2**20  # at most this much read in one call by verify
 
 
 class IntegrityChecks:
@@ -55,19 +55,10 @@ class IntegrityChecks:
             if stored != sorted(names):
                 raise StoreError(f"{self.path}: {sub}/ holds {stored} but zarr.json names {sorted(names)}")
 
-    def _chunk_dir(self, name: str) -> Path:
-        return self.path / name / "c"
-
     def _chunk_files(self, name: str) -> set[int]:
-        """Indices (along the sample axis) of the chunk files present for array ``name``
-        (the default Zarr v3 key encoding: ``name/c/<i>/0/...``, one chunk across other axes)."""
-        root = self.path / name / "c"
-        tail = ["0"] * (self.array(name).ndim - 1)
-        try:
-            names = [e.name for e in os.scandir(root) if e.name.isdigit()]
-        except (FileNotFoundError, NotADirectoryError):
-            return set()
-        return {int(k) for k in names if root.joinpath(k, *tail).is_file()}
+        """Indices (along the sample axis) of the chunk files (objects, at a URL) present for
+        array ``name`` (the default Zarr v3 key encoding: ``name/c/<i>/0/...``)."""
+        return chunk_indices(self.path, name, self.array(name).ndim)
 
     def _lost_chunks(self, done: np.ndarray | None = None) -> set[int]:
         """Chunks whose data is marked done but one of whose files is gone."""
@@ -128,6 +119,7 @@ class IntegrityChecks:
         for col, name in enumerate(self.digest_arrays()):
             files = self._chunk_files(name)
             arr = self.group[name]
+            read = self._chunk_reader(arr, files, damage)
             for ci, (s, e) in enumerate(self.blocks()):
                 if ci not in files:
                     if done[s:e].any():
@@ -135,7 +127,7 @@ class IntegrityChecks:
                     continue
                 if name == "images" and not images:
                     continue
-                values = self._read_or_damage(arr, slice(s, e), (s, e), damage, chunk=ci)
+                values = read(ci)
                 if values is None or table is None or not done[s:e].all():
                     continue
                 if int(table[ci, col]) != digest(ci, values):
@@ -163,17 +155,50 @@ class IntegrityChecks:
         for name, copy in self.root_copies.items():
             files, src_files = self._chunk_files(copy), self._chunk_files(name)
             src, dst = self.group[name], self.group[copy]
+            read_got, read_want = self._chunk_reader(dst, files, damage), self._chunk_reader(src, src_files, [])
             for ci, (s, e) in enumerate(self.blocks()):
                 if ci not in files:
                     if done[s:e].any():
                         damage.append(Damage(copy, ci, (s, e), "chunk file missing for samples marked done"))
                     continue
-                got = self._read_or_damage(dst, slice(s, e), (s, e), damage, chunk=ci)
+                got = read_got(ci)
                 if got is None or not done[s:e].all() or ci not in src_files:
                     continue  # (a damaged or lost source chunk is listed under its own name)
-                want = self._read_or_damage(src, slice(s, e), (s, e), [], chunk=ci)
+                want = read_want(ci)
                 if want is not None and got.tobytes() != want.tobytes():
                     damage.append(Damage(copy, ci, (s, e), f"differs from {name} (the copy for xarray was altered)"))
+
+    def _chunk_reader(self, arr, present: set[int], damage: list):
+        """``read(ci)``: the values of chunk ``ci`` of the raw array ``arr`` (None when unreadable,
+        recorded in ``damage``), for chunks asked in increasing order.  Neighbouring present
+        chunks are read in one call (up to ~64 MiB: zarr fetches them concurrently, one round
+        trip on object storage instead of one per chunk); a call that fails is redone chunk by
+        chunk, so ``damage`` names exactly the unreadable chunks."""
+        blocks = self.blocks()
+        per_chunk = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize * self.chunk)
+        span = max(1, _BATCH_BYTES // per_chunk)
+        held: dict[int, np.ndarray] = {}
+        alone: set[int] = set()
+
+        def read(ci: int):
+            s, e = blocks[ci]
+            if ci not in held and ci not in alone:
+                held.clear()
+                run = [ci]
+                while len(run) < span and run[-1] + 1 in present:
+                    run.append(run[-1] + 1)
+                lo, hi = s, blocks[run[-1]][1]
+                try:
+                    values = arr[lo:hi]
+                except Exception:  # one of them is damaged: each is read alone below
+                    alone.update(run)
+                else:
+                    held.update({k: values[blocks[k][0] - lo: blocks[k][1] - lo] for k in run})
+            if ci in held:
+                return held[ci]
+            return self._read_or_damage(arr, slice(s, e), (s, e), damage, chunk=ci)
+
+        return read
 
     def _read_or_damage(self, arr, sel, samples, damage, chunk=0):
         arr = self.group[arr] if isinstance(arr, str) else arr  # raw: collect damage, don't raise

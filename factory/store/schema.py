@@ -13,6 +13,7 @@ from typing import Any
 import crc32c
 import numpy as np
 import zarr
+from zarr.abc.store import Store
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from .. import __version__
@@ -148,10 +149,12 @@ def root_copy_names(param_names, diagnostic_names, taken) -> dict[str, str]:
 def consolidate(path) -> None:
     """Write the consolidated metadata of the group at ``path`` (for xarray and other readers;
     the project's own readers never use it).  Called once the structure or the attributes
-    changed, so it never describes arrays that are not there."""
+    changed, so it never describes arrays that are not there.  ``path``: a local folder, or a
+    zarr store (the ``FsspecStore`` of a store URL)."""
+    target = path if isinstance(path, Store) else str(path)
     with warnings.catch_warnings():  # "not part of the Zarr v3 specification yet": known, wanted
         warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(str(path), zarr_format=3)
+        zarr.consolidate_metadata(target, zarr_format=3)
 
 
 def create_arrays(group, *, n_samples, chunk, coords, dims, dtype, param_names, diagnostic_names,

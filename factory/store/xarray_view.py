@@ -10,22 +10,21 @@ only attributes NetCDF accepts (``ds.to_netcdf(...)`` works).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from . import cf
 from .dataset import DatasetStore
+from .location import StoreLike, read_json, store_location, zarr_store
 
 
-def has_consolidated(path: str | Path) -> bool:
-    """The group at ``path`` carries consolidated metadata (what xarray looks for first)."""
-    try:
-        return json.loads((Path(path) / "zarr.json").read_bytes()).get("consolidated_metadata") is not None
-    except (OSError, ValueError, AttributeError):
-        return False
+def has_consolidated(path: StoreLike) -> bool:
+    """The group at ``path`` (a local path or a store URL) carries consolidated metadata (what
+    xarray looks for first)."""
+    meta = read_json(store_location(path), "zarr.json")
+    return meta is not None and meta.get("consolidated_metadata") is not None
 
 
-def open_dataset(path: str | Path, *, flat: bool = True):
+def open_dataset(path: StoreLike, *, flat: bool = True):
     """The store as one xarray Dataset: images, done, coordinates, labels and diagnostics (a
     name taken twice gets ``<group>_<name>``), every variable with CF ``units``/``long_name``.
 
@@ -37,12 +36,13 @@ def open_dataset(path: str | Path, *, flat: bool = True):
 
     store = DatasetStore.open(path, partial=True)
     meta = store.meta
-    ds = xr.open_zarr(str(store.path), consolidated=has_consolidated(store.path))
+    source = zarr_store(store.path, read_only=True)  # the folder's path, or the URL's FsspecStore
+    ds = xr.open_zarr(source, consolidated=has_consolidated(store.path))
     if not store.root_copies:  # before schema 3: the labels live only in their groups
         for sub, names in (("params", store.param_names), ("diagnostics", store.diagnostic_names)):
             if not names:
                 continue
-            extra = xr.open_zarr(str(store.path), group=sub, consolidated=False)
+            extra = xr.open_zarr(source, group=sub, consolidated=False)
             ds = ds.assign({f"{sub}_{k}" if k in ds else k: v.assign_attrs(cf.label_attrs(meta, sub, k))
                             for k, v in extra.data_vars.items()})
     defaults: dict[str, dict[str, Any]] = {"images": cf.image_attrs(meta), "done": cf.DONE_ATTRS,
