@@ -57,6 +57,8 @@ def stream(
     png: Annotated[Optional[Path], typer.Option(help="write a PNG of recent predictions every --png-every seconds")] = None,
     png_every: Annotated[float, typer.Option(min=0.1, help="seconds between two writes of the --png figure")] = 10.0,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out store")] = False,
+    monitor: Annotated[Optional[int], typer.Option(min=0, max=65535, help="serve a live monitor page (rates, latency, histograms of the predictions, the latest frame) on this port (0: a free one); the URL is printed")] = None,
+    monitor_host: Annotated[str, typer.Option(help="address the --monitor page binds (default loopback; another address exposes it to that network)")] = "127.0.0.1",
     max_reject: Annotated[float, typer.Option(min=0.0, max=1.0, help="exit non-zero when more than this fraction of the received frames was rejected (a run with none predicted always does)")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="print the final summary as JSON")] = False,
 ):
@@ -97,6 +99,8 @@ def stream(
                           karabo_source=karabo_source, karabo_key=karabo_key, detector=detector, layout=layout, rate=rate)
         if pub:
             sinks.append(open_pub(pub, pub_protocol, labels, pub_pattern))
+        if monitor is not None:
+            sinks.append(_monitor(model, desc, labels, monitor_host, monitor))
     except ValueError as exc:
         _close(sinks)
         fail(str(exc))
@@ -151,6 +155,23 @@ def _check_detector(detector: str, geometry: Optional[Path], desc: dict) -> None
             load_geometry(DETECTORS[detector], user_path(geometry))
         except ValueError as exc:
             fail(str(exc))
+
+
+def _monitor(model: Path, desc: dict, labels: list[str], host: str, port: int):
+    """The --monitor page, serving before the model is loaded; its URL on stderr."""
+    from factory.plots.style import KNOWN_UNITS
+
+    from models.stream.monitor import MonitorSink, frame_scale
+    from models.stream.sinks import _label_units
+
+    units = {n: KNOWN_UNITS.get(n) for n in labels}
+    units.update(_label_units({"model": str(model)}, labels))
+    sink = MonitorSink(labels, units, host=host, port=port, log_floor=frame_scale(desc.get("preprocessing")),
+                       title=f"factory predict stream: {model.name}")
+    url = sink.start()
+    sys.stderr.write(f"monitor: {url}\n")
+    sys.stderr.flush()
+    return sink
 
 
 def _close(sinks: list) -> None:

@@ -342,6 +342,8 @@ class StreamPredictor:
                 s.write_results(res)
             elif len(good):
                 s.write(ids, lat, values)
+            if good and hasattr(s, "write_latest"):  # the live monitor: the frame by reference, drawn on request
+                s.write_latest(good[-1].frame_id, good[-1].image, {n: v[-1] for n, v in values.items()})
         with self.lock:
             self.counts.predicted += len(good)
             for r in reasons:
@@ -400,6 +402,9 @@ class StreamPredictor:
 
     def _run(self, submit: Callable[..., Future], in_flight: int) -> dict[str, Any]:
         reader = threading.Thread(target=self._receive, name="stream-reader", daemon=True)
+        for s in self.sinks:  # sinks that show the counters live (the monitor) read them from status()
+            if hasattr(s, "attach"):
+                s.attach(self.status)
         t0 = time.perf_counter()
         reader.start()
         try:
