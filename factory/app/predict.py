@@ -59,6 +59,8 @@ def stream(
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out store")] = False,
     monitor: Annotated[Optional[int], typer.Option(min=0, max=65535, help="serve a live monitor page (rates, latency, histograms of the predictions, the latest frame) on this port (0: a free one); the URL is printed")] = None,
     monitor_host: Annotated[str, typer.Option(help="address the --monitor page binds (default loopback; another address exposes it to that network)")] = "127.0.0.1",
+    uncertainty: Annotated[Optional[bool], typer.Option("--uncertainty/--no-uncertainty", help="stream <label>_std (MC-dropout spread, calibrated), ood_score and flagged beside each prediction (default: on when the model has a calibration.json from factory calibrate)")] = None,
+    mc_samples: Annotated[Optional[int], typer.Option(min=2, help="MC-dropout passes per frame with --uncertainty (default: the calibration's)")] = None,
     max_reject: Annotated[float, typer.Option(min=0.0, max=1.0, help="exit non-zero when more than this fraction of the received frames was rejected (a run with none predicted always does)")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="print the final summary as JSON")] = False,
 ):
@@ -88,13 +90,19 @@ def stream(
 
     desc = ModelCard.read(model).to_dict()  # a damaged card fails here, in one line (torch not yet imported)
     labels = list(desc["labels"]) if desc.get("task") != "classify" else ["class"]
+    mc = _uncertainty(model, uncertainty, mc_samples)
+    if mc:
+        from models.uncertainty import stream_fields
+
+        labels = labels + stream_fields(labels)
     if geometry is not None or detector not in ("auto", "none"):
         _check_detector(detector, geometry, desc)
     sinks = []
     try:
         opts = StreamOptions(batch_size=batch, max_latency_ms=max_latency_ms, queue_size=queue, policy=policy,
                              replicas=replicas, workers=workers, device=device, optimize=optimize, max_frames=max_frames, duration_s=duration,
-                             idle_timeout_s=idle_timeout, geometry=str(user_path(geometry)) if geometry else None, bin=binning)
+                             idle_timeout_s=idle_timeout, geometry=str(user_path(geometry)) if geometry else None, bin=binning,
+                             mc_samples=mc)
         src = open_source(source, pattern=pattern, protocol=protocol, max_bytes=int(max_mb * 2**20), timeout_s=timeout,
                           karabo_source=karabo_source, karabo_key=karabo_key, detector=detector, layout=layout, rate=rate)
         if pub:
@@ -172,6 +180,20 @@ def _monitor(model: Path, desc: dict, labels: list[str], host: str, port: int):
     sys.stderr.write(f"monitor: {url}\n")
     sys.stderr.flush()
     return sink
+
+
+def _uncertainty(model: Path, wanted: Optional[bool], mc_samples: Optional[int]) -> int:
+    """MC-dropout passes per frame for the stream (0: no uncertainty): on when asked, or by default
+    when the model has a calibration; --uncertainty without one is one error line."""
+    from models.uncertainty import FILENAME, Calibration
+
+    if wanted is False:
+        return 0
+    if not (model / FILENAME).exists():
+        if wanted:
+            fail(f"--uncertainty: {model} has no {FILENAME}; run factory calibrate {model} STORE first")
+        return 0
+    return mc_samples or Calibration.read(model).mc_samples  # a damaged calibration: one line
 
 
 def _close(sinks: list) -> None:

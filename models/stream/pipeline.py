@@ -33,6 +33,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -61,6 +62,7 @@ class StreamOptions:
     idle_timeout_s: float | None = None  # stop when nothing arrived for this long
     geometry: str | None = None       # detector frames: a CrystFEL .geom file (else the detector's default)
     bin: int | None = None            # detector frames: pixels per model pixel (None: the largest that fits)
+    mc_samples: int = 0               # uncertainty: MC-dropout passes per frame (<label>_std, ood_score, flagged); 0 off
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -129,7 +131,8 @@ class FrameModel:
     frame (:class:`.detectors.DetectorFrames`, with ``geometry`` and ``bin``)."""
 
     def __init__(self, model_folder: str, device: str | None = None, threads: int | None = None,
-                 optimize: str = "freeze", geometry: str | None = None, bin: int | None = None):
+                 optimize: str = "freeze", geometry: str | None = None, bin: int | None = None,
+                 mc_samples: int = 0):
         import torch
 
         from factory.processing import preprocess
@@ -138,7 +141,7 @@ class FrameModel:
 
         from .detectors import DetectorFrames
 
-        self.predictor = Predictor(model_folder, device=device, batch_size=256)
+        self.predictor = Predictor(model_folder, device=device, batch_size=256, mc_samples=mc_samples)
         if threads and self.predictor.device.type == "cpu":  # a replica on a CPU: its own core(s)
             torch.set_num_threads(threads)
         self.predictor.model = optimized(self.predictor.model, self.predictor.description["input"]["shape"],
@@ -146,6 +149,10 @@ class FrameModel:
         self.preprocessing = self.predictor.description.get("preprocessing")
         self._apply = preprocess.apply
         self.labels = self.predictor.labels if self.predictor.task != "classify" else ["class"]
+        if mc_samples:  # the spread per label, and with a calibration the OOD score and the flag (models.uncertainty)
+            from models.uncertainty import stream_fields
+
+            self.labels = self.labels + stream_fields(self.labels)[: None if self.predictor.calibration else -2]
         shape = model_frame_shape(self.preprocessing, self.predictor.description["input"]["shape"])
         self.detector_frames = DetectorFrames(shape, geometry, bin) if shape else None
 
@@ -281,9 +288,14 @@ class StreamPredictor:
             _, card = load_network(self.model_folder)  # a damaged model fails here, in one line
             self.executor = resolve_executor(executor or "ray")
             self.labels = list(card.labels) if card.task != "classify" else ["class"]
+            if options.mc_samples:
+                from models.uncertainty import FILENAME, stream_fields
+
+                calibrated = (Path(self.model_folder) / FILENAME).exists()
+                self.labels = self.labels + stream_fields(self.labels)[: None if calibrated else -2]
         else:
             self.model = FrameModel(self.model_folder, options.device, optimize=options.optimize,
-                                    geometry=options.geometry, bin=options.bin)
+                                    geometry=options.geometry, bin=options.bin, mc_samples=options.mc_samples)
             self.labels = self.model.labels
             on_gpu = str(self.model.predictor.device).startswith("cuda")
             self.workers = options.workers or (2 if on_gpu else max(1, min(4, os.cpu_count() or 1)))
@@ -368,7 +380,8 @@ class StreamPredictor:
         try:
             if self.opt.replicas:  # one torch thread per replica on a CPU, one GPU each where there are enough
                 pool = self.executor.replicas(FrameModel, (self.model_folder, self.opt.device, 1, self.opt.optimize,
-                                                           self.opt.geometry, self.opt.bin), self.opt.replicas)
+                                                           self.opt.geometry, self.opt.bin, self.opt.mc_samples),
+                                                 self.opt.replicas)
                 submit, in_flight = functools.partial(pool.submit, "run"), 2 * len(pool)
             else:
                 if self._cpu_threads:

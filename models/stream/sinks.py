@@ -53,13 +53,14 @@ class ZarrSink:
         self.path = user_path(path)
         self.labels = labels
         names = ["frame_id", "latency_ms", *labels]
-        dtypes = {"frame_id": "int64"}
+        dtypes = {"frame_id": "int64", "flagged": "bool"}
         units = dict(units) if units is not None else _label_units(attrs, labels)
+        units.update({n: units[n[:-4]] for n in labels if n.endswith("_std") and n[:-4] in units})
         cf_attrs = {"frame_id": {"units": "1", "long_name": "frame id (from the source)"},
                     "latency_ms": {"units": "ms", "long_name": "latency from receipt to prediction",
                                    "coordinates": "frame_id"}}
         for n in labels:
-            cf_attrs[n] = {"long_name": f"predicted {n}", "coordinates": "frame_id",
+            cf_attrs[n] = {"long_name": _long_name(n), "coordinates": "frame_id",
                            **({"units": units[n]} if n in units else {})}
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         with staged_output(self.path, overwrite=overwrite, what="predictions store", recognise=is_factory_zarr) as tmp:
@@ -81,7 +82,7 @@ class ZarrSink:
         self.buffer["frame_id"].extend(np.asarray(frame_ids, dtype=np.int64).tolist())
         self.buffer["latency_ms"].extend(np.asarray(latency_ms, dtype=np.float64).tolist())
         for n in self.labels:
-            self.buffer[n].extend(np.asarray(values[n], dtype=np.float64).tolist())
+            self.buffer[n].extend(np.asarray(values[n], dtype=self.arrays[n].dtype).tolist())
         if len(self.buffer["frame_id"]) >= self.every:
             self.flush()
 
@@ -98,7 +99,16 @@ class ZarrSink:
             consolidate(self.path)  # the arrays grew (or the attributes changed): never a stale shape
 
 
+def _long_name(n: str) -> str:
+    """CF long_name of a prediction array (with uncertainty: ``<label>_std``, ``ood_score``, ``flagged``)."""
+    if n.endswith("_std"):
+        return f"calibrated MC-dropout standard deviation of predicted {n[:-4]}"
+    return {"ood_score": "out-of-distribution score (Mahalanobis distance of the network's features)",
+            "flagged": "frame flagged: OOD score or spread above the calibration's threshold"}.get(n, f"predicted {n}")
+
+
 SCHEMA = "factory.predictions/1"
+UNCERTAINTY = ("ood_score", "flagged")
 
 
 def _endpoint(endpoint: str) -> str:
@@ -112,7 +122,8 @@ class PubSink:
     ``factory.predictions/1`` (README "Streaming prediction"):
 
     - predicted: ``{"schema", "status": "predicted", "frame_id", "train_id", "pulse_id",
-      "latency_ms", "values": {label: value}}``;
+      "latency_ms", "values": {label: value}}``; with ``--uncertainty`` also ``"std": {label: value}``,
+      ``"ood_score"`` and ``"flagged"`` (optional fields: consumers of schema 1 without them still read it);
     - rejected: ``{"schema", "status": "rejected", "frame_id", "train_id", "pulse_id", "reason"}``;
     - at the end: ``{"schema", "status": "end", "summary": {received, predicted, rejected,
       dropped, lost, sent, balanced, rate, p50_ms, p99_ms}}``.
@@ -136,7 +147,9 @@ class PubSink:
         self.sent += 1
 
     def write_results(self, res) -> None:
-        scalar = {k: v for k, v in res.values.items() if np.ndim(v) == 1}
+        scalar = {k: v for k, v in res.values.items() if np.ndim(v) == 1 and not k.endswith("_std") and k not in UNCERTAINTY}
+        std = {k[:-4]: v for k, v in res.values.items() if k.endswith("_std") and k[:-4] in scalar}
+        extra = {k: v for k, v in res.values.items() if k in UNCERTAINTY}
         order = res.ok if res.ok is not None else [True] * len(res.frame_ids) + [False] * len(res.rejected)
         j = r = 0
         for predicted in order:  # in arrival order
@@ -144,7 +157,10 @@ class PubSink:
                 t, p = int(res.train_ids[j]), int(res.pulse_ids[j])
                 self._send({"status": "predicted", "frame_id": int(res.frame_ids[j]), "train_id": t if t >= 0 else None,
                             "pulse_id": p if p >= 0 else None, "latency_ms": float(res.latency_ms[j]),
-                            "values": {k: float(v[j]) for k, v in scalar.items()}})
+                            "values": {k: float(v[j]) for k, v in scalar.items()},
+                            **({"std": {k: float(v[j]) for k, v in std.items()}} if std else {}),
+                            **({"ood_score": float(extra["ood_score"][j])} if "ood_score" in extra else {}),
+                            **({"flagged": bool(extra["flagged"][j])} if "flagged" in extra else {})})
                 j += 1
             else:
                 fid, t, p, _, reason = res.rejected[r]
