@@ -37,7 +37,7 @@ def stream(
     karabo_source: Annotated[Optional[str], typer.Option(help="karabo-bridge source name (default: first with an array)")] = None,
     karabo_key: Annotated[Optional[str], typer.Option(help="array path, e.g. image.data (default: image.data, data.adc, ... else the first array that is not metadata such as trainId/pulseId/cellId, gain or mask)")] = None,
     detector: Annotated[str, typer.Option(help="karabo trains of a facility detector: agipd, lpd, dssc, jungfrau, epix100; auto: the one the source's name names; none: arrays are (H, W) or (pulses, H, W)")] = "auto",
-    layout: Annotated[str, typer.Option(help="the detector's data layout: online (bridge: [modules,] fs, ss, cells for AGIPD/LPD/DSSC), file (cells, [modules,] ss, fs) or auto (from the shape)")] = "auto",
+    layout: Annotated[str, typer.Option(help="the detector's data layout: online (bridge: (modules,) fs, ss, cells for AGIPD/LPD/DSSC), file (cells, (modules,) ss, fs) or auto (from the shape); modules only for multi-module detectors")] = "auto",
     geometry: Annotated[Optional[Path], typer.Option(help="CrystFEL .geom file to assemble the detector's modules (default: the detector's documented default geometry); needs --detector")] = None,
     binning: Annotated[Optional[int], typer.Option("--bin", min=1, help="detector pixels per model pixel when cutting the assembled image to the model's frame (default: the largest that fits)")] = None,
     timeout: Annotated[float, typer.Option(min=0.01, help="REQ: ask again when a reply has not come after this many seconds on a live connection")] = 10.0,
