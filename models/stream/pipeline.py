@@ -397,10 +397,12 @@ class StreamPredictor:
             torch.set_num_threads(self._torch_threads)
 
     @staticmethod
-    def _collect(pending: dict[int, tuple[list[Frame], Future]], done_results: dict[int, tuple], block: bool) -> None:
-        """Move finished batches from ``pending`` to ``done_results``."""
+    def _collect(pending: dict[int, tuple[list[Frame], Future]], done_results: dict[int, tuple],
+                 timeout: float) -> None:
+        """Move finished batches from ``pending`` to ``done_results``, waiting at most ``timeout``
+        seconds for the first one to finish."""
         owner = {fut: s for s, (_, fut) in pending.items()}
-        ready, _ = wait_futures(list(owner), timeout=0.01 if block else 0, return_when="FIRST_COMPLETED")
+        ready, _ = wait_futures(list(owner), timeout=timeout, return_when="FIRST_COMPLETED")
         error = None
         for fut in ready:  # keep every finished batch, even when another one failed
             try:
@@ -485,8 +487,14 @@ class StreamPredictor:
                     images = [f.image for f in batch]
                     pending[next_seq] = (batch, submit(images, dets) if any(dets) else submit(images))
                     next_seq += 1
-                if pending:
-                    self._collect(pending, done_results, block=not batch)
+                if pending:  # with every slot busy nothing but a finished batch can be acted on: wait for
+                    # one (up to the next status line or 0.1 s) rather than polling; waking returns at once
+                    if len(pending) >= in_flight:
+                        wake = last_status + self.opt.status_every_s - time.perf_counter() if self.on_status else 0.1
+                        timeout = min(0.1, max(0.0, wake))
+                    else:
+                        timeout = 0.0 if batch else 0.01
+                    self._collect(pending, done_results, timeout)
                 while next_emit in done_results:
                     self._emit(*done_results.pop(next_emit))
                     next_emit += 1
