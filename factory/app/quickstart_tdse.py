@@ -69,7 +69,7 @@ PLANS = {
     # a smoke run of the chain (the test suite runs it): propagation only to the end of the pulse
     "tiny": Plan("tdse/tiny", samples=16, ladder=4, shifted_samples=4, transfer_epochs=2,
                  speed=[*SPEED, "simulator.t_end=1.0"]),
-    "small": Plan("tdse/tiny", samples=128, ladder=4, shifted_samples=12, transfer_epochs=10),
+    "small": Plan("tdse/tiny", samples=128, ladder=4, shifted_samples=10, transfer_epochs=10),
     "paper": Plan("tdse/small", samples=2000, ladder=4, shifted_samples=200, speed=[], transfer_epochs=30),
 }
 
