@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,19 +42,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_stream import make_model  # noqa: E402  (the same models and frames as bench_stream.py)
+from machine import cpu_model  # noqa: E402
 
 from models.stream.pipeline import FrameModel, StreamOptions, StreamPredictor  # noqa: E402
 from models.stream.protocol import Frame  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load() -> str:

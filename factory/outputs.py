@@ -168,6 +168,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def ensure_writable_parent(out: Path) -> None:
+    """Create ``out``'s parent folder if needed and check it is writable (one ``OutputError`` line)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create its parent folder ({exc.strerror})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise OutputError(f"{out.parent}: not writable")
+
+
+def staging_name(out: Path) -> Path:
+    """A hidden name beside ``out`` that no other process or run uses (TMP_TAG, pid, random)."""
+    return out.with_name(f".{out.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
+
+
 @contextlib.contextmanager
 def staged_output(out: str | os.PathLike, *, overwrite: bool, what: str, recognise: RecogniseFn,
                   resumable: bool = False) -> Iterator[Path]:
@@ -179,14 +194,9 @@ def staged_output(out: str | os.PathLike, *, overwrite: bool, what: str, recogni
     """
     out = user_path(out)
     check_replaceable(out, overwrite=overwrite, what=what, recognise=recognise, resumable=resumable)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot create its parent folder ({exc.strerror})") from None
-    if not os.access(out.parent, os.W_OK):
-        raise OutputError(f"{out.parent}: not writable")
+    ensure_writable_parent(out)
     _remove_stale(out)
-    tmp = out.with_name(f".{out.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = staging_name(out)
     try:
         yield tmp
         check_replaceable(out, overwrite=overwrite, what=what, recognise=recognise, resumable=resumable)  # still?

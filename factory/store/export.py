@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
-from ..outputs import TMP_TAG, user_path
+from ..outputs import ensure_writable_parent, staging_name, user_path
 from . import cf
 from .dataset import DatasetStore
 from .location import StoreLike, check_disjoint_stores
@@ -78,13 +77,8 @@ def staged_file(out: Path, *, overwrite: bool) -> Iterator[Path]:
             raise OutputError(f"{out} already exists; pass --overwrite to replace it")
         if not is_hdf5(out):
             raise OutputError(f"{out} exists and is not an HDF5 file; refusing to replace it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot create its parent folder ({exc.strerror})") from None
-    if not os.access(out.parent, os.W_OK):
-        raise OutputError(f"{out.parent}: not writable")
-    tmp = out.with_name(f".{out.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}")
+    ensure_writable_parent(out)
+    tmp = staging_name(out)
     try:
         yield tmp
         os.replace(tmp, out)
