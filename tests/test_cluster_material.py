@@ -159,14 +159,15 @@ def test_slurm_script_parses_and_refuses_no_command():
 
 
 STUBS = {
-    # each stub appends its name and argv (tab-separated) to $STUB_LOG
+    # each stub appends its name and argv (tab-separated) to $STUB_LOG in one write, so lines
+    # from concurrent steps never interleave
     "srun": r"""#!/bin/bash
-printf 'srun' >> "$STUB_LOG"; printf '\t%s' "$@" >> "$STUB_LOG"; printf '\n' >> "$STUB_LOG"
+line=srun; for a in "$@"; do line+=$'\t'"$a"; done; printf '%s\n' "$line" >> "$STUB_LOG"  # one write: steps run concurrently
 while [ $# -gt 0 ]; do case $1 in -w) shift 2;; -*) shift;; *) break;; esac; done
 exec "$@"
 """,
     "ray": r"""#!/bin/bash
-printf 'ray' >> "$STUB_LOG"; printf '\t%s' "$@" >> "$STUB_LOG"; printf '\n' >> "$STUB_LOG"
+line=ray; for a in "$@"; do line+=$'\t'"$a"; done; printf '%s\n' "$line" >> "$STUB_LOG"  # one write: steps run concurrently
 case "$1" in
   start)
     printf 'auth\t%s\t%s\n' "${RAY_AUTH_MODE:-}" "${RAY_AUTH_TOKEN:-}" >> "$STUB_LOG"
@@ -185,7 +186,7 @@ exit 0
     "scontrol": "#!/bin/bash\nprintf '%s\\n' ${STUB_NODES//,/ }\n",
     "hostname": "#!/bin/bash\necho 10.9.8.7\n",
     "factory": r"""#!/bin/bash
-printf 'factory' >> "$STUB_LOG"; printf '\t%s' "$@" >> "$STUB_LOG"; printf '\taddress=%s\n' "$RAY_ADDRESS" >> "$STUB_LOG"
+line=factory; for a in "$@"; do line+=$'\t'"$a"; done; printf '%s\taddress=%s\n' "$line" "$RAY_ADDRESS" >> "$STUB_LOG"
 exit "${STUB_JOB_STATUS:-0}"
 """,
 }
