@@ -11,19 +11,23 @@ Modules: ``params`` (MSFTParams, q grid), ``grid`` (cached DFT matrices and Ewal
 ``transform`` (the MSFT, written once over a :class:`factory.backend.Backend`: numpy/pyFFTW or
 torch, differentiable on torch), ``multislice`` (the numpy-facing API and the straightforward
 reference), ``shapes`` (antialiased densities), ``voxelise`` (batches of densities on a
-device), ``detector`` (geometry, photons, noise, log scale), ``simulator`` (the ``msft`` kind
+device), ``detector`` (geometry, photons, noise, log scale), ``detector_response`` (the measured detector: mask,
+hole, saturation, display, orientation of the measured patterns), ``simulator`` (the ``msft`` kind
 of ``factory generate``), ``measured`` (the measured Ag cluster patterns shipped as data).
 Importing this package does not import torch.
 """
 
+from .detector_response import AG_CLUSTER_DETECTOR, DetectorResponse, masked_correlation, to_measured_orientation
 from .multislice import MSFTParams, Pattern, amplitude, amplitude_batch, q_axis, scatter
 from .shapes import SHAPES, SYMMETRY, ShapeOptions, density, user_density
 from .simulator import DetectorImage, MSFTConfig, MSFTSimulator, pattern
 
 __all__ = [
+    "AG_CLUSTER_DETECTOR",
     "SHAPES",
     "SYMMETRY",
     "DetectorImage",
+    "DetectorResponse",
     "MSFTConfig",
     "MSFTParams",
     "MSFTSimulator",
@@ -32,8 +36,10 @@ __all__ = [
     "amplitude",
     "amplitude_batch",
     "density",
+    "masked_correlation",
     "pattern",
     "q_axis",
     "scatter",
+    "to_measured_orientation",
     "user_density",
 ]

@@ -45,7 +45,8 @@ module at commit 52e5cd0:
   the space of their log-display training images.
 
 Display and saturation of :data:`AG_CLUSTER_DETECTOR` (measured for this module): the
-valid-pixel values of the eight measured patterns after ``expScaling`` have quantiles 10/25/50/75/90 % = 0.005 / 0.05 / 0.22 / 0.46 / 0.61.  Twelve
+valid-pixel values of the eight measured patterns after ``expScaling`` have quantiles
+10/25/50/75/90 % = 0.005 / 0.05 / 0.22 / 0.46 / 0.61.  Twelve
 simulated patterns (``msft/small`` preset, ``output: linear``; icosahedron, decahedron,
 truncated octahedron, truncated twinned tetrahedron at R = 60 / 90 / 120 nm, random
 orientations) through this model: a linear display is far off (two-sample Kolmogorov-Smirnov
@@ -131,8 +132,9 @@ def subpixel_shift(img, d_row: float, d_col: float):
 class DetectorResponse:
     """A detector model: valid pixels, hole, saturation, gain and display of a 2D pattern.
 
-    ``centre``: (row, col) of the direct beam in the image; ``region``: valid rectangle
-    rows ``[r0, r1)``, cols ``[c0, c1)``; ``bevel``: a pixel is valid only if (rows to the
+    ``centre``: (row, col) of the direct beam in the image (default ``(rows // 2, cols // 2)``,
+    where the project's q = 0 lies: no shift); ``region``: valid rectangle rows ``[r0, r1)``,
+    cols ``[c0, c1)`` (default: the whole image); ``bevel``: a pixel is valid only if (rows to the
     nearest row edge + cols to the nearest col edge) >= bevel, counted from the outermost
     valid row / col (0); ``hole_radius``: pixels with distance <= this from ``centre`` are
     blocked (0: none); ``saturation``: the normalised intensity is clipped at this fraction
@@ -146,8 +148,8 @@ class DetectorResponse:
     """
 
     shape: tuple[int, int] = (128, 128)
-    centre: tuple[float, float] = (64.0, 64.0)
-    region: tuple[int, int, int, int] = (0, 128, 0, 128)
+    centre: tuple[float, float] | None = None
+    region: tuple[int, int, int, int] | None = None
     bevel: float = 0.0
     hole_radius: float = 0.0
     saturation: float | None = None
@@ -159,6 +161,13 @@ class DetectorResponse:
 
     def __post_init__(self):
         rows, cols = self.shape
+        if self.centre is None:
+            object.__setattr__(self, "centre", (float(rows // 2), float(cols // 2)))
+        if self.region is None:
+            object.__setattr__(self, "region", (0, rows, 0, cols))
+        object.__setattr__(self, "shape", (int(rows), int(cols)))
+        object.__setattr__(self, "centre", tuple(float(c) for c in self.centre))
+        object.__setattr__(self, "region", tuple(int(v) for v in self.region))
         r0, r1, c0, c1 = self.region
         if not (0 <= r0 < r1 <= rows and 0 <= c0 < c1 <= cols):
             raise ValueError(f"region {self.region} must satisfy 0 <= r0 < r1 <= {rows}, 0 <= c0 < c1 <= {cols}")
