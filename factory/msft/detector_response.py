@@ -32,10 +32,11 @@ module at commit 52e5cd0:
   re-simulated here (192^3, pad 512, central 128 crop, project q grid): Pearson r of the PNG with
   ``log10(I / max + 1e-5)`` is 0.97 / 0.96 / 0.99 for the point reflection q -> -q about pixel
   64 (``img[(128 - i) % 128, (128 - j) % 128]``), 0.90 / 0.92 / 0.91 for a plain 180 degree
-  rotation (centre 63.5), 0.93 / 0.88 / 0.69 unflipped, lower for one-axis flips and the
+  rotation (centre 63.5), 0.93 / 0.88 / 0.68 unflipped, lower for one-axis flips and the
   transpose; a linear display correlates at r = 0.26-0.44 only.  So the authors' images are
   the project's images point-reflected about the q = 0 pixel, which stays at 64 (not 63.5):
-  their flip is applied to the odd-sized (171) or fftshifted grid whose centre maps to itself.
+  in ``scatterSim`` the grid is odd (171 points, q = 0 in the middle), so ``np.flip`` maps
+  q = 0 onto itself, and the crop ``[171 // 8 : 7 * 171 // 8]`` puts it at pixel 64.
 - ``scatter_augmentations.py``: ``add_hole`` centres the hole at pixel ``(128 // 2, 128 // 2)``;
   ``add_sat`` is ``min((1 + 0.5 u) x, 1)`` (gain 1..1.5, clip at 1).
 - ``main.ipynb``, cell "Experiment": the measured PNGs ``datasets/exp/barke*.png`` (the same
