@@ -202,6 +202,7 @@ def _mount_subcommands() -> None:
     register_commands(app, __import__("factory.app.export", fromlist=["COMMANDS"]).COMMANDS)
     register_commands(app, __import__("factory.app.inventory", fromlist=["COMMANDS"]).COMMANDS)
     register_commands(app, __import__("factory.app.calibrate", fromlist=["COMMANDS"]).COMMANDS)
+    register_commands(app, __import__("factory.app.classify", fromlist=["COMMANDS"]).COMMANDS)
     from factory.app.predict import app as predict_app
 
     app.add_typer(predict_app, name="predict")
