@@ -29,15 +29,17 @@ Library use::
     res.radius, res.quaternion, res.simulations
 
 Modules: :mod:`.model` (the forward model, search variables, errors), :mod:`.simplex` (one
-image's Monte Carlo simplex), :mod:`.fig4b` (many images, scoring, the network beside, the
-figure), :mod:`.stores` (images of a store and the settings they were made with).
+image's Monte Carlo simplex), :mod:`.gradient` (a network's guess refined by gradient
+descent through the differentiable torch MSFT: ``refine``), :mod:`.fig4b` (many images,
+scoring, the network beside, the figure), :mod:`.stores` (images of a store and the settings they were made with).
 """
 
 from .fig4b import error_trace, forward_fit, network_cost, network_input, plot_fig4b, simulate_targets
+from .gradient import RefineResult, measure_cost, perturb, refine
 from .model import QUAT, ForwardModel, objective, project, relative_error, to_params, to_vector
 from .simplex import FitResult, FitSettings, fit_image, random_starts, simplex_run
 from .stores import forward_fit_store, msft_config_of_store
 
-__all__ = ["QUAT", "FitResult", "FitSettings", "ForwardModel", "error_trace", "fit_image", "forward_fit",
-           "forward_fit_store", "msft_config_of_store", "network_cost", "network_input", "objective", "plot_fig4b",
+__all__ = ["QUAT", "FitResult", "FitSettings", "ForwardModel", "RefineResult", "error_trace", "fit_image", "forward_fit",
+           "measure_cost", "perturb", "refine", "forward_fit_store", "msft_config_of_store", "network_cost", "network_input", "objective", "plot_fig4b",
            "project", "random_starts", "relative_error", "simplex_run", "simulate_targets", "to_params", "to_vector"]

@@ -296,8 +296,8 @@ class RefineResult:
         return self.radius_trace[idx], self.quat_trace[idx]
 
 
-def refine(target, fm: ForwardModel, radius0: float, quat0, *, steps: int = 40, lr: float = 0.01,
-           mask=None, response: Callable | None = None, optimizer: str = "adam", gain: bool = False,
+def refine(target, fm: ForwardModel, radius0: float, quat0, *, steps: int = 25, lr: float | None = None,
+           mask=None, response: Callable | None = None, optimizer: str = "lbfgs", gain: bool = False,
            cost: float | None = None, device: str = "cpu", precision: str | None = "complex128",
            lr_floor: float = 0.05) -> RefineResult:
     """Refine (radius, orientation) from ``(radius0, quat0)`` by gradient descent on the image loss.
@@ -305,15 +305,17 @@ def refine(target, fm: ForwardModel, radius0: float, quat0, *, steps: int = 40, 
     ``target``: the image to fit, in the display space of the model (the log image of ``fm``,
     or ``response``'s output when given).  ``mask``: boolean ``[qy, qx]`` of the valid detector
     pixels (None: all).  ``response``: callable torch intensity -> display image (default:
-    ``log10(I / max I + log_floor)``, the simplex's image).  ``optimizer``: ``adam`` (``steps``
-    passes, step ``lr`` in the scaled variables, cosine-decayed to ``lr_floor * lr``) or
-    ``lbfgs`` (``steps`` passes at most, strong-Wolfe line search, ``lr`` its first step).
+    ``log10(I / max I + log_floor)``, the simplex's image).  ``optimizer``: ``lbfgs`` (default: ``steps`` passes
+    at most, strong-Wolfe line search, ``lr`` its first step) or ``adam`` (``steps`` passes,
+    step ``lr`` in the scaled variables, cosine-decayed to ``lr_floor * lr``);
+    ``lr`` default: 1 for L-BFGS, 0.01 for Adam.
     ``gain``: fit an intensity gain too.  ``cost``: simulations per pass (default:
     :func:`cost_per_pass`, measured once).  The result holds the lowest-loss parameters seen.
     """
     torch = _torch()
     if optimizer not in ("adam", "lbfgs"):
         raise ConfigError(f"optimizer {optimizer!r}: choose adam or lbfgs")
+    lr = (1.0 if optimizer == "lbfgs" else 0.01) if lr is None else float(lr)
     if steps < 1 or not lr > 0:
         raise ConfigError(f"refine: need steps >= 1 and lr > 0 (got {steps}, {lr})")
     t0 = time.perf_counter()
