@@ -41,5 +41,6 @@ from .simplex import FitResult, FitSettings, fit_image, random_starts, simplex_r
 from .stores import forward_fit_store, msft_config_of_store
 
 __all__ = ["QUAT", "FitResult", "FitSettings", "ForwardModel", "RefineResult", "error_trace", "fit_image", "forward_fit",
-           "measure_cost", "perturb", "refine", "forward_fit_store", "msft_config_of_store", "network_cost", "network_input", "objective", "plot_fig4b",
-           "project", "random_starts", "relative_error", "simplex_run", "simulate_targets", "to_params", "to_vector"]
+           "forward_fit_store", "measure_cost", "msft_config_of_store", "network_cost", "network_input", "objective",
+           "perturb", "plot_fig4b", "project", "random_starts", "refine", "relative_error", "simplex_run",
+           "simulate_targets", "to_params", "to_vector"]

@@ -22,11 +22,13 @@ is written in torch so autograd runs from the image back to the radius and the r
 4. the loss: the mean squared difference to the target over the valid detector pixels
    ``mask``.
 
-Variables: the radius scaled to [0, 1] over its range (as in the simplex) and a rotation
-vector ``w`` (rad) composed with the start, ``q = q0 * exp(w / 2)``: smooth, zero at the
-start, no normalisation constraint.  Optimiser: Adam with a cosine-decayed step (default;
-one forward+backward pass per step) or L-BFGS with a strong-Wolfe line search (every
-function evaluation is a pass).
+Variables: the radius change (in units of ``radius_scale_nm``) and a rotation vector ``w``
+(in units of ``angle_scale_rad``) composed with the start, ``q = q0 * exp(w)`` (as
+quaternions: rotation by ``|w|`` about ``w``): smooth, zero at the start, no normalisation
+constraint.  Optimiser: L-BFGS with a strong-Wolfe line search (default; every function
+evaluation is a pass) or Adam with a cosine-decayed step (one pass per step).  L-BFGS is the
+default on evidence: from network-like guesses ~1.4 % off (App. C mean error) on the tiny
+preset it reached 1e-8 in 14 passes where Adam (lr 0.01, 30 passes) stopped at 0.1-0.4 %.
 
 Cost: a forward+backward pass is counted as the simulations it costs in wall time,
 ``cost_per_pass`` = (time of one pass) / (time of one forward simulation of the
@@ -158,7 +160,8 @@ def density_t(shape: str, radius_nm, rot, *, n: int, voxel_nm: float, options=No
 
 
 class TorchForward:
-    """(radius, quaternion tensors) -> detector intensity ``[qy, qx]`` of a :class:`ForwardModel`'s MSFT config, in torch."""
+    """(radius, quaternion tensors) -> detector intensity ``[qy, qx]`` of a
+    :class:`ForwardModel`'s MSFT config, in torch."""
 
     def __init__(self, fm: ForwardModel, *, device: str = "cpu", precision: str | None = None):
         torch = _torch()
@@ -169,7 +172,8 @@ class TorchForward:
         if fm.config is None or fm.function is not None:
             raise ConfigError("gradient refinement needs the MSFT forward model (not a plain function)")
         if fm.preprocessing is not None:
-            raise ConfigError("gradient refinement works on the simulator's image; preprocessing is not differentiable here")
+            raise ConfigError("gradient refinement works on the simulator's image; "
+                              "preprocessing is not differentiable here")
         cfg = fm.config
         if cfg.detector.kind != "q_grid":
             raise ConfigError("gradient refinement supports the q_grid detector (the presets' detector)")
@@ -205,11 +209,32 @@ def _with_precision(params, prec):
 
 
 def amplitude_t(rho, params, backend, method):
-    from factory.msft.transform import amplitude_array
+    """The MSFT amplitude ``[qy, qx]`` of one density tensor, pruned to the particle's bounding box.
 
-    # pruning to the particle's bounding box drops only voxels of fill 0, whose fill has no
-    # derivative with respect to radius or rotation (the ramp is clipped there): exact here
-    return amplitude_array(rho[None], params, backend, method=method, prune=True)[0]
+    Pruning drops only voxels of fill 0, whose fill has no derivative with respect to radius
+    or rotation (the ramp is clipped there): exact for these gradients.  For the ``dft`` method
+    with real absorption the transmission is one cumulative sum over the slices (the same
+    ``rho * exp(rate * (sum_{i<j} rho_i + rho_j / 2))`` as
+    :func:`factory.msft.transform.effective_density`, whose slice loop is for the in-place
+    forward), then the transform's own DFT stages and slice sum; otherwise
+    :func:`factory.msft.transform.amplitude_array`.
+    """
+    from factory.msft import transform as tr
+    from factory.msft.grid import grid_for
+
+    rate = params.attenuation_rate()
+    if method != "dft" or not isinstance(rate, float):
+        return tr.amplitude_array(rho[None], params, backend, method=method, prune=True)[0]
+    torch = _torch()
+    with backend.activated():
+        rho = rho.to(getattr(torch, params.real_dtype.name))[None]
+        g = grid_for(backend, tuple(rho.shape[1:]), params)
+        with torch.no_grad():
+            bz, by, bx = tr.bounding_box(backend, rho.detach())
+        box = rho[:, bz, by, bx]
+        f = box * torch.exp(rate * (torch.cumsum(box, dim=1) - 0.5 * box))
+        u = tr._dft_stages(backend, f, g, by, bx)
+        return (tr.sum_slices(backend, u, g, bz, params.crop, origin=False) * params.prefactor())[0]
 
 
 def masked_mse(image, target, mask):
@@ -299,7 +324,7 @@ class RefineResult:
 def refine(target, fm: ForwardModel, radius0: float, quat0, *, steps: int = 25, lr: float | None = None,
            mask=None, response: Callable | None = None, optimizer: str = "lbfgs", gain: bool = False,
            cost: float | None = None, device: str = "cpu", precision: str | None = "complex128",
-           lr_floor: float = 0.05) -> RefineResult:
+           lr_floor: float = 0.05, radius_scale_nm: float = 10.0, angle_scale_rad: float = 0.3) -> RefineResult:
     """Refine (radius, orientation) from ``(radius0, quat0)`` by gradient descent on the image loss.
 
     ``target``: the image to fit, in the display space of the model (the log image of ``fm``,
@@ -309,7 +334,11 @@ def refine(target, fm: ForwardModel, radius0: float, quat0, *, steps: int = 25, 
     at most, strong-Wolfe line search, ``lr`` its first step) or ``adam`` (``steps`` passes,
     step ``lr`` in the scaled variables, cosine-decayed to ``lr_floor * lr``);
     ``lr`` default: 1 for L-BFGS, 0.01 for Adam.
-    ``gain``: fit an intensity gain too.  ``cost``: simulations per pass (default:
+    ``radius_scale_nm``, ``angle_scale_rad``: the units of the search variables (the radius
+    change and the rotation vector; default 10 nm and 0.3 rad: with L-BFGS from guesses ~1-2 %
+    off, the median error of 10 images fell below 0.37 % after 5 passes, against 8 for the
+    radius range and 1 rad, 14 for 30 nm and 0.1 rad).  ``gain``: fit an
+    intensity gain too.  ``cost``: simulations per pass (default:
     :func:`cost_per_pass`, measured once).  The result holds the lowest-loss parameters seen.
     """
     torch = _torch()
@@ -329,16 +358,17 @@ def refine(target, fm: ForwardModel, radius0: float, quat0, *, steps: int = 25, 
         raise ConfigError("mask must be a boolean image of the target's shape with at least one valid pixel")
     lo, hi = fm.radius_range
     q0 = torch.as_tensor(np.asarray(quat0, dtype=np.float64) / np.linalg.norm(quat0), dtype=torch.float64)
-    u = torch.tensor((float(radius0) - lo) / (hi - lo), dtype=torch.float64, requires_grad=True)
-    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    rs = float(radius_scale_nm)
+    u = torch.zeros((), dtype=torch.float64, requires_grad=True)  # (radius - radius0) / rs
+    v = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # rotation vector / angle_scale_rad
     g = torch.zeros((), dtype=torch.float64, requires_grad=True)  # log10 gain
-    variables = [u, w] + ([g] if gain else [])
+    variables = [u, v] + ([g] if gain else [])
 
     losses, radii, quats = [], [], []
 
     def params():
-        radius = lo + u.clamp(0.0, 1.0) * (hi - lo)
-        q = quat_mul(q0, quat_exp(w))
+        radius = (float(radius0) + rs * u).clamp(lo, hi)
+        q = quat_mul(q0, quat_exp(angle_scale_rad * v))
         return radius, q
 
     def closure():
