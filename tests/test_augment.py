@@ -135,3 +135,48 @@ def test_augment_store_is_reproducible_and_grows_train_only(tmp_path):
     np.testing.assert_array_equal(sa.images[:][ident], imgs[p["source_index"][ident].astype(int)])
     c = augment_store(st.path, tmp_path / "c.zarr", factor=11, seed=10, progress=False)
     assert DatasetStore.open(c.path).images[:].tobytes() != sa.images[:].tobytes()
+
+
+def test_augment_through_the_measured_detector(tmp_path):
+    """--detector: every image of every split is shown by the measured detector (valid pixels only,
+    0..1); the identity copies are exactly the detector's display of the stored intensities, and
+    the filters act on the pattern before the detector's fixed valid pixels cut it."""
+    from factory.msft.detector_response import AG_CLUSTER_DETECTOR as det
+    from factory.processing.steps import write_split
+    from factory.errors import StoreError
+
+    n, floor = 4, -6.0
+    coords = (Coord("row", np.arange(128.0)), Coord("col", np.arange(128.0)))
+    yy, xx = np.meshgrid(np.arange(128) - 64.0, np.arange(128) - 64.0, indexing="ij")
+    r = np.hypot(yy, xx)
+    intensity = np.stack([np.exp(-r / (8 + 4 * k)) * (1.5 + np.cos(r / (2 + k))) + 1e-6 for k in range(n)])
+    log01 = np.clip((np.log10(intensity / intensity.max(axis=(1, 2), keepdims=True)) - floor) / -floor, 0, 1)
+    st = DatasetStore.create(tmp_path / "net.zarr", kind="msft", n_samples=n, chunk=2, coords=coords,
+                             param_names=["radius"], config_hash="net",
+                             extra_attrs={"preprocessing": {"name": "scatter", "log_floor": floor}})
+    for s, e in st.blocks():
+        st.write_block(s, log01[s:e].astype(np.float32), {"radius": np.arange(s, e, dtype=float)})
+    write_split(st, np.array([0, 0, 1, 2], np.int8))
+    rep = augment_store(st.path, tmp_path / "d.zarr", factor=11, seed=1, detector="ag-clusters", progress=False)
+    out = DatasetStore.open(rep.path)
+    imgs, p = out.images[:], out.params()
+    assert rep.samples == 2 * 11 + 2 and out.meta["augmentation"]["detector"] == "ag-clusters"
+    assert out.meta["config"]["detector"] == "ag-clusters"
+    mask = det.mask()
+    assert (imgs[:, ~mask] == 0).all() and imgs.min() >= 0 and imgs.max() <= 1 + 1e-6
+    ident = np.flatnonzero(p["augmentation"] == 0)
+    src = p["source_index"][ident].astype(int)
+    stored = 10.0 ** (floor * (1.0 - log01[src].astype(np.float32).astype(np.float64)))
+    np.testing.assert_allclose(imgs[ident], det.apply(stored), atol=2e-6)
+    # the shift filter moves the pattern, not the valid pixels
+    shifted = np.flatnonzero(p["augmentation"] == A.FILTER_NAMES.index("shift"))
+    assert (imgs[shifted][:, ~mask] == 0).all() and not np.allclose(imgs[shifted], imgs[ident[:len(shifted)]])
+    # a source that is not a log-scaled scattering store, or of another size, is refused before writing
+    plain = DatasetStore.create(tmp_path / "plain.zarr", kind="msft", n_samples=2, chunk=2, coords=coords,
+                                param_names=["radius"], config_hash="p")
+    plain.write_block(0, log01[:2].astype(np.float32), {"radius": np.zeros(2)})
+    with pytest.raises(StoreError, match="--mode scatter"):
+        augment_store(plain.path, tmp_path / "e.zarr", detector="ag-clusters", progress=False)
+    with pytest.raises(StoreError, match="unknown detector"):
+        augment_store(st.path, tmp_path / "f.zarr", detector="agipd", progress=False)
+    assert not (tmp_path / "e.zarr").exists() and not (tmp_path / "f.zarr").exists()

@@ -44,7 +44,13 @@ def test_resnet_on_msft_with_app_c_errors_and_fig5(scatter_store):
     assert np.allclose(np.linalg.norm(q, axis=1), 1.0) and (q[:, 0] > 0.9).all()  # normalised, in the domain
     if not (DATA_DIR / "barke5.png").is_file():
         pytest.skip("measured patterns not available")
-    f5 = reconstruct_experimental(res.model, root / "fig5")
+    f5 = reconstruct_experimental(res.model, root / "fig5", refine_steps=2)
     assert [r["name"] for r in f5["images"]] == ["barke5", "barke6"]
     assert all(np.isfinite(r["radius_nm"]) and np.isfinite(r["correlation"]) for r in f5["images"])
+    # trained without the detector model: said so; re-simulated on the measured q grid (the small preset's)
+    assert f5["trained_through_detector"] is False and f5["simulator"]["crop"] == 128
+    for r in f5["images"]:
+        ref = r["refined"]
+        assert ref["passes"] == 2 and 30.0 <= ref["radius_nm"] <= 160.0 and np.isfinite(ref["correlation"])
+        assert abs(np.linalg.norm(ref["quaternion"]) - 1) < 1e-9
     assert (root / "fig5" / "fig5.png").stat().st_size > 10_000 and "Barke" in f5["attribution"]

@@ -179,20 +179,28 @@ def fig5_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for the figure and the predictions")] = Path("fig5"),
     images: Annotated[str, typer.Option(help="comma-separated measured patterns (names or PNG paths)")] = "barke5,barke6",
     data: Annotated[Optional[Path], typer.Option(help="folder of the measured patterns")] = None,
+    refine_steps: Annotated[int, typer.Option(min=0, max=10000, help="gradient-descent passes through the MSFT "
+                                                                     "after the network (0: the network alone)")] = 40,
     as_json: AsJson = False,
 ):
-    """Fig. 5 of Stielow et al., MLST 2020: predict the measured icosahedra, re-simulate them, show them
-    side by side."""
+    """Fig. 5 of Stielow et al., MLST 2020: the measured icosahedra through the detector model, the network's
+    prediction re-simulated and refined by gradient descent, side by side."""
     from models.experimental import DATA_DIR, reconstruct_experimental
 
+    def show(r):
+        if as_json:
+            return
+        ref = r.get("refined")
+        typer.echo(f"{r['name']}: network R = {r['radius_nm']:.1f} nm"
+                   f"{'' if r['inside_training_range'] else ' (outside the training range)'}, r = {r['correlation']:.3f}"
+                   + (f"; refined R = {ref['radius_nm']:.1f} nm, r = {ref['correlation']:.3f} "
+                      f"({ref['passes']} passes, {ref['seconds']:.1f} s)" if ref else ""))
+
     res = reconstruct_experimental(model, out, names=[s.strip() for s in images.split(",") if s.strip()],
-                                   data_dir=data or DATA_DIR)
+                                   data_dir=data or DATA_DIR, refine_steps=refine_steps, progress=show)
     if as_json:
         emit_json(res)
         return
-    for r in res["images"]:
-        typer.echo(f"{r['name']}: radius {r['radius_nm']:.1f} nm, q = {', '.join(f'{v:.3f}' for v in r['quaternion'])}; "
-                   f"correlation with re-simulation {r['correlation']:.3f}")
     typer.echo(f"figure: {res['figure']}")
 
 

@@ -77,6 +77,8 @@ def preprocess(sources: Annotated[list[str], typer.Argument(help="raw, focal-ave
                mode: Annotated[str, typer.Option(help="pmd2d (256x128, 0..255), pmd1d (dP/dkx, 256) or scatter (128x128)")] = "pmd2d",
                window: Annotated[str, typer.Option(help="PMD crop: global (one window for the set) or per-image")] = "global",
                split: Annotated[str, typer.Option(help="train,validation,test fractions")] = "0.8,0.1,0.1",
+               log_floor: Annotated[Optional[float], typer.Option(
+                   max=-1e-9, help="clip log10(I / max I) at this many decades (default: pmd -5, scatter -6)")] = None,
                seed: int = 0, address: Address = None, workers: Workers = None, overwrite: Overwrite = False,
                as_json: Json = False):
     """Network-ready images with the exact preprocessing recorded, and seeded splits."""
@@ -86,6 +88,7 @@ def preprocess(sources: Annotated[list[str], typer.Argument(help="raw, focal-ave
     if window not in WINDOWS:
         fail(f"--window {window!r}: choose {' or '.join(WINDOWS)}")
     _report(preprocess_store([str(s) for s in sources], out, mode=mode, window=window, split=_fractions(split), seed=seed,
+                             log_floor=log_floor,
                              overwrite=overwrite, **_run_kw(address, workers, as_json)), as_json)
 
 
@@ -94,12 +97,15 @@ def preprocess(sources: Annotated[list[str], typer.Argument(help="raw, focal-ave
 def augment(source: Annotated[str, typer.Argument(help="a preprocessed scattering store")], out: Out,
             factor: Annotated[int, typer.Option(min=1, help="copies per training image (paper: 11)")] = 11,
             only_split: Annotated[str, typer.Option(help="which split grows: train, validation, test or all")] = "train",
+            detector: Annotated[Optional[str], typer.Option(
+                help="show every image through this measured detector (valid pixels, hole, saturation): ag-clusters")] = None,
             seed: int = 0, address: Address = None, workers: Workers = None, overwrite: Overwrite = False,
             as_json: Json = False):
     """Grow a set with the 11 augmentation filters of Stielow et al., MLST 2020, App. D."""
     from factory.processing.steps import augment_store
 
-    _report(augment_store(source, out, factor=factor, seed=seed, only_split=only_split, overwrite=overwrite,
+    _report(augment_store(source, out, factor=factor, seed=seed, only_split=only_split, detector=detector,
+                          overwrite=overwrite,
                           **_run_kw(address, workers, as_json)), as_json)
 
 

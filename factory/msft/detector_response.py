@@ -205,10 +205,12 @@ class DetectorResponse:
         return m
 
     # -- simulated intensity -> display ----------------------------------------------
-    def apply(self, intensity):
+    def apply(self, intensity, *, masked: bool = True):
         """Linear intensity ``(..., rows, cols)`` on the project's q grid (q = 0 at ``n // 2``)
         -> display value in 0..1, zero outside the mask.  numpy (float64 out) or torch
-        (same dtype/device, differentiable)."""
+        (same dtype/device, differentiable).  ``masked=False`` keeps every pixel (normalised by
+        the same maximum over the valid pixels): the pattern before augmentation filters that
+        move it relative to the detector's fixed valid pixels (then multiply by :meth:`mask`)."""
         torch_in = _is_torch(intensity)
         x = intensity if torch_in else np.asarray(intensity, dtype=np.float64)
         if tuple(x.shape[-2:]) != tuple(self.shape):
@@ -221,25 +223,25 @@ class DetectorResponse:
             import torch
 
             m = torch.as_tensor(self.mask(), device=x.device).to(x.dtype)
-            x = torch.clamp(x, min=0.0) * m
-            peak = torch.amax(x, dim=(-2, -1), keepdim=True)
+            x = torch.clamp(x, min=0.0)
+            peak = torch.amax(x * m, dim=(-2, -1), keepdim=True)
             v = x / torch.where(peak > 0, peak, torch.ones_like(peak)) * self.gain
             if self.saturation is not None:
                 v = torch.clamp(v, max=self.saturation) / self.saturation
             if self.display == "log":
                 lo, hi = math.log10(self.log_floor), math.log10(1.0 + self.log_floor)
                 v = (torch.log10(v + self.log_floor) - lo) / (hi - lo)
-            return v * m
+            return v * m if masked else v
         m = self.mask().astype(np.float64)
-        x = np.clip(x, 0.0, None) * m
-        peak = x.max(axis=(-2, -1), keepdims=True)
+        x = np.clip(x, 0.0, None)
+        peak = (x * m).max(axis=(-2, -1), keepdims=True)
         v = x / np.where(peak > 0, peak, 1.0) * self.gain
         if self.saturation is not None:
             v = np.minimum(v, self.saturation) / self.saturation
         if self.display == "log":
             lo, hi = math.log10(self.log_floor), math.log10(1.0 + self.log_floor)
             v = (np.log10(v + self.log_floor) - lo) / (hi - lo)
-        return v * m
+        return v * m if masked else v
 
     # -- measured PNG -> display -----------------------------------------------------
     def measured_input(self, png_0_255: np.ndarray) -> np.ndarray:
@@ -323,6 +325,10 @@ AG_CLUSTER_DETECTOR = DetectorResponse(
 as described in the module docstring."""
 
 
-__all__ = ["AG_CLUSTER_DETECTOR", "AUTHORS_EXP_KNOTS", "DetectorResponse", "FOOTPRINT_LEVEL",
+DETECTORS: dict[str, DetectorResponse] = {"ag-clusters": AG_CLUSTER_DETECTOR}
+"""Detector models by name (``factory process augment --detector NAME``, model cards)."""
+
+
+__all__ = ["AG_CLUSTER_DETECTOR", "DETECTORS", "AUTHORS_EXP_KNOTS", "DetectorResponse", "FOOTPRINT_LEVEL",
            "fit_detector_geometry", "footprint", "from_measured_orientation", "masked_correlation",
            "subpixel_shift", "to_measured_orientation"]

@@ -133,3 +133,38 @@ def augment(img: np.ndarray, filter_id: int, rng: np.random.Generator) -> np.nda
     if not 0 <= filter_id < len(FILTERS):
         raise ValueError(f"filter {filter_id}: choose 0..{len(FILTERS) - 1} ({', '.join(FILTER_NAMES)})")
     return FILTERS[filter_id](np.asarray(img, dtype=np.float64), rng).astype(np.float32)
+
+
+# -- a measured detector after the filters ------------------------------------------------
+def detector_response(name: str):
+    """The :class:`~factory.msft.detector_response.DetectorResponse` called ``name``."""
+    from factory.msft.detector_response import DETECTORS
+
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
+    return DETECTORS[name]
+
+
+def check_detector(name: str, shape: tuple[int, ...], preprocessing: dict | None) -> None:
+    """Refuse a detector that is unknown, of another image size, or a source that is not a
+    log-scaled scattering store (whose images :func:`through_detector` turns back into intensities)."""
+    det = detector_response(name)
+    if tuple(shape) != tuple(det.shape):
+        raise ValueError(f"detector {name!r} is {det.shape[0]} x {det.shape[1]} pixels; the images are "
+                         f"{' x '.join(map(str, shape))}")
+    if not preprocessing or preprocessing.get("name") != "scatter":
+        raise ValueError(f"detector {name!r} needs a store preprocessed with --mode scatter "
+                         f"(log10(I / max I) on 0..1); this one records {preprocessing and preprocessing.get('name')!r}")
+
+
+def through_detector(images: np.ndarray, name: str, log_floor: float, filters, rngs) -> np.ndarray:
+    """Scattering images (log10(I / max I) clipped at ``log_floor`` on 0..1) as the measured
+    detector ``name`` shows them, with augmentation ``filters[j]`` applied in between:
+    intensity -> the detector's orientation, centring, saturation and display (every pixel) ->
+    the filter (noise, blur, shift, ... of the pattern) -> the detector's valid pixels, which
+    stay where they are in the lab."""
+    det = detector_response(name)
+    intensity = 10.0 ** (log_floor * (1.0 - np.asarray(images, dtype=np.float64)))
+    shown = det.apply(intensity, masked=False)
+    mask = det.mask()
+    return np.stack([augment(shown[j], int(f), rng) * mask for j, (f, rng) in enumerate(zip(filters, rngs))])

@@ -59,6 +59,7 @@ class AugmentStep(_Step):
     factor: int = Field(11, ge=1, le=1000)
     seed: int = Field(0, ge=0)
     only_split: Literal["train", "validation", "test", "all"] = "train"
+    detector: str | None = None
 
 
 STEP_MODELS = {"focal-average": FocalStep, "interpolate": InterpolateStep, "preprocess": PreprocessStep,
@@ -120,4 +121,4 @@ def _run_step(name: str, s: BaseModel, rel, common: dict) -> steps.StepReport:
         return steps.preprocess_store([rel(p) for p in s.sources], rel(s.out), mode=s.mode, window=s.window,
                                       log_floor=s.log_floor, split=s.split, seed=s.seed, **common)
     return steps.augment_store(rel(s.source), rel(s.out), factor=s.factor, seed=s.seed, only_split=s.only_split,
-                               **common)
+                               detector=s.detector, **common)

@@ -348,21 +348,36 @@ class AugmentBlock:
     source_index: np.ndarray
     filters: np.ndarray
     labels: dict[str, np.ndarray]
+    detector: str | None = None
+    log_floor: float = 0.0
 
     def __call__(self, start: int, stop: int):
         src = DatasetStore.cached(self.path)
         idx = self.source_index[start:stop]
         uniq, inv = np.unique(idx, return_inverse=True)
         imgs = src.images.get_orthogonal_selection((uniq,))[inv]
-        out = np.stack([aug.augment(imgs[j], int(self.filters[start + j]), rng_for(self.seed, start + j, 2))
-                        for j in range(stop - start)])
+        filters = self.filters[start:stop]
+        rngs = [rng_for(self.seed, i, 2) for i in range(start, stop)]
+        if self.detector is None:
+            out = np.stack([aug.augment(img, int(f), rng) for img, f, rng in zip(imgs, filters, rngs)])
+        else:
+            out = aug.through_detector(imgs, self.detector, self.log_floor, filters, rngs).astype(np.float32)
         return out, {k: v[start:stop] for k, v in self.labels.items()}, {}
 
 
 def augment_store(source: StoreLike, out: StoreLike, *, factor: int = 11, seed: int = 0, only_split: str = "train",
-                  chunk: int = 64, overwrite: bool = False, **run) -> StepReport:
-    """Grow a set ``factor``-fold with the 11 filters (train split only by default)."""
+                  detector: str | None = None, chunk: int = 64, overwrite: bool = False, **run) -> StepReport:
+    """Grow a set ``factor``-fold with the 11 filters (train split only by default).
+
+    ``detector`` (a name of :data:`factory.msft.detector_response.DETECTORS`, e.g. ``"ag-clusters"``)
+    then shows every image of every split through that measured detector (valid pixels, central
+    hole, saturation), so that a network trained on the set reads that detector's patterns."""
     src = Sources([source])
+    if detector is not None:
+        try:
+            aug.check_detector(detector, tuple(src.first.images.shape[1:]), src.first.meta.get("preprocessing"))
+        except ValueError as exc:
+            raise StoreError(f"{src.first.path}: {exc}") from None
     st = src.first
     if factor < 1:
         raise StoreError(f"augmentation factor {factor} must be >= 1")
@@ -381,14 +396,18 @@ def augment_store(source: StoreLike, out: StoreLike, *, factor: int = 11, seed: 
     labels["augmentation"] = filters.astype(np.float64)
     labels["source_index"] = source_index.astype(np.float64)
     config = {"step": "augment", "sources": src.hashes(), "factor": factor, "seed": seed, "only_split": only_split}
+    if detector is not None:  # absent otherwise: sets made before the option keep their config (and hash)
+        config["detector"] = detector
 
     def create(h):
         return _create(out, h, kind=st.kind, n=len(source_index), chunk=min(chunk, len(source_index)),
                        coords=src.coords(), params=list(labels), diags=[], config=config, lineage=src.lineage(),
                        extra={"step": "augment", "preprocessing": st.meta.get("preprocessing"),
                               "simulator": st.meta.get("simulator", {}),
-                              "augmentation": {"filters": aug.FILTER_NAMES, "factor": factor, "seed": seed}},
+                              "augmentation": {"filters": aug.FILTER_NAMES, "factor": factor, "seed": seed,
+                                               **({"detector": detector} if detector else {})}},
                        overwrite=overwrite, split=codes[source_index])
 
     store = open_or_create(out, config, create, overwrite, src.paths)
-    return run_blocks(store, AugmentBlock(str(st.path), seed, source_index, filters, labels), "augment", **run)
+    return run_blocks(store, AugmentBlock(str(st.path), seed, source_index, filters, labels, detector,
+                                          float((st.meta.get("preprocessing") or {}).get("log_floor", 0.0))), "augment", **run)
