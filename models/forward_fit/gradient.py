@@ -249,7 +249,9 @@ def masked_mse(image, target, mask):
 def measure_cost(fm: ForwardModel, *, repeats: int = 5, radius: float | None = None, quat=None,
                  device: str = "cpu", precision: str | None = None) -> dict[str, float]:
     """Wall time of one forward simulation of ``fm`` (the simplex's unit), of the torch forward
-    and of a torch forward+backward pass; the medians over ``repeats`` and the ratios."""
+    and of a torch forward+backward pass, in ``repeats`` interleaved rounds: the medians, the
+    process CPU times beside them, and ``cost_per_pass``, the median over the rounds of (pass
+    wall time) / (simulation wall time)."""
     torch = _torch()
     radius = float(np.mean(fm.radius_range)) if radius is None else float(radius)
     quat = np.array([0.9, 0.3, 0.2, 0.1]) / np.linalg.norm([0.9, 0.3, 0.2, 0.1]) if quat is None else np.asarray(quat)
@@ -269,17 +271,24 @@ def measure_cost(fm: ForwardModel, *, repeats: int = 5, radius: float | None = N
         q = torch.as_tensor(quat, dtype=torch.float64).clone().requires_grad_(True)
         masked_mse(tf.log_image(tf.intensity(r, q)), target, None).backward()
 
-    out = {}
-    for name, f in (("simulation_s", sim), ("torch_forward_s", fwd), ("forward_backward_s", fwd_bwd)):
-        f()  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+    fns = {"simulation": sim, "torch_forward": fwd, "forward_backward": fwd_bwd}
+    for f in fns.values():
+        f()  # warm-up (caches, plans)
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    for _ in range(repeats):  # interleaved rounds: the load of a shared machine drifts
+        for k, f in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
             f()
-            times.append(time.perf_counter() - t0)
-        out[name] = float(np.median(times))
-    out["pass_over_torch_forward"] = out["forward_backward_s"] / out["torch_forward_s"]
-    out["cost_per_pass"] = out["forward_backward_s"] / out["simulation_s"]
+            wall[k].append(time.perf_counter() - w0)
+            cpu[k].append(time.process_time() - c0)
+    out = {f"{k}_s": float(np.median(v)) for k, v in wall.items()}
+    out.update({f"{k}_cpu_s": float(np.median(v)) for k, v in cpu.items()})
+    ratio = np.array(wall["forward_backward"]) / np.array(wall["simulation"])
+    out["pass_over_torch_forward"] = float(np.median(np.array(wall["forward_backward"]) / np.array(wall["torch_forward"])))
+    out["cost_per_pass"] = float(np.median(ratio))  # median over the rounds of the wall-time ratio
+    out["cost_per_pass_cpu"] = out["forward_backward_cpu_s"] / out["simulation_cpu_s"]
+    out["repeats"] = repeats
     return out
 
 
