@@ -16,6 +16,10 @@ def test_quickstart_tiny_writes_report_with_figures(tmp_path):
         png = out / name
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert "## Stage timings" in report
+    # the measured-pattern stage: network and refined correlation for both icosahedra, honestly labelled
+    measured = report[report.index("### The measured patterns"):]
+    assert re.search(r"\| barke5 \| -?\d+.*\| -?\d\.\d\d \| \d+ \| -?\d\.\d\d \|", measured), measured[:1500]
+    assert "barke6" in measured and "can and cannot do" in measured
 
 
 def test_quickstart_refuses_unknown_size(tmp_path):

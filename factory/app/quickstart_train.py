@@ -131,7 +131,7 @@ def stage_train_scatter(ctx) -> str:
                 f"median of the per-image mean {100 * r['median_mean']:.2f} %, median of the max "
                 f"{100 * r['median_max']:.2f} %; {100 * r['fraction_mean_below_5pct']:.0f} % of the images below 5 %.\n\n")
         try:
-            note += _measured_stage(ctx, res.model, run)
+            note += _measured_stage(ctx, res.model, run, store)
         except Exception as exc:  # noqa: BLE001 - the figure is a bonus; report why it is missing
             note += f"(Fig. 5 skipped: {type(exc).__name__}: {exc})\n\n"
     return _section(ctx, "ResNet with tanh (Stielow et al., MLST 2020): radius and orientation from scattering images",
@@ -141,10 +141,12 @@ def stage_train_scatter(ctx) -> str:
 FIG5_REFINE_STEPS = {"tiny": 3, "small": 12, "paper": 40}
 
 
-def _measured_stage(ctx, model, run) -> str:
+def _measured_stage(ctx, model, run, store) -> str:
     """Fig. 5 on the measured icosahedra with this run's small ResNet, honestly labelled."""
+    from factory.store import DatasetStore
     from models.experimental import reconstruct_experimental
 
+    n_images = DatasetStore.open(store).n_samples
     t0 = time.perf_counter()
     steps = FIG5_REFINE_STEPS.get(ctx.size, 12)
     f5 = reconstruct_experimental(model, run / "fig5", refine_steps=steps)
@@ -162,7 +164,7 @@ def _measured_stage(ctx, model, run) -> str:
             "pattern over the valid detector pixels.\n\n"
             "| pattern | network R (nm) | r, network | refined R (nm) | r, refined |\n| --- | --- | --- | --- | --- |\n"
             + "\n".join(rows) + "\n\n"
-            "What this small model can and cannot do: it saw a few hundred simulated images, none through the "
+            f"What this small model can and cannot do: it saw {n_images} simulated images, none through the "
             "measured detector, so on the measured patterns it reads images unlike its training set; its guess "
             "is only a starting point, and a few refinement passes from a poor start stay in a local minimum. "
             "The README's 'Training for the measured patterns' recipe (4096 images x 11 filters through the "
