@@ -49,46 +49,44 @@ def _first_reach(sims: np.ndarray, median: np.ndarray, level: float) -> float | 
     return float(sims[hit[0]]) if len(hit) else None
 
 
-def _simplex(images, truths, fm, args):
-    from models.forward_fit import FitSettings, error_trace, fit_image
-
-    s = FitSettings(starts=args.starts, iterations=args.iterations, polish=0, seed=args.seed, parallel="local")
-    traces, seconds, sims = [], 0.0, []
-    for i, img in enumerate(images):
-        res = fit_image(img, fm, s, index=i)
-        seconds += res.seconds
-        sims.append(res.simulations)
-        traces.append(error_trace(res, truths[i][0], truths[i][1], fm).mean(axis=1))
-        print(f"  simplex image {i + 1}/{len(images)}: {res.simulations} simulations, {res.seconds:.1f} s, "
-              f"final mean error {100 * traces[-1][-1]:.4f} %", flush=True)
-    n = min(len(t) for t in traces)  # every image's trace up to the shortest run
-    curve = np.array([t[:n] for t in traces])
-    return {"errors": curve, "sims": np.arange(1, n + 1, dtype=float), "seconds": seconds,
-            "simulations_per_image": float(np.mean(sims))}
+def _timed(f):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = f()
+    return out, time.perf_counter() - w0, time.process_time() - c0
 
 
-def _refine(images, truths, guesses, fm, args, cost):
-    from models.forward_fit import relative_error
+def _run(images, truths, guesses, fm, args):
+    """Per image, refinement then the simplex back to back (both see the same machine load);
+    the wall and process CPU seconds of each around the call."""
+    from models.forward_fit import FitSettings, error_trace, fit_image, relative_error
     from models.forward_fit.gradient import refine
 
-    traces, seconds, passes = [], 0.0, []
+    s = FitSettings(starts=args.starts, iterations=args.iterations, polish=0, seed=args.seed, parallel="local")
+    ref = {"errors": [], "wall": 0.0, "cpu": 0.0, "passes": []}
+    mcs = {"errors": [], "wall": 0.0, "cpu": 0.0, "sims": []}
     for i, img in enumerate(images):
-        r0, q0 = guesses[i]
-        res = refine(img, fm, r0, q0, steps=args.passes, lr=args.lr, optimizer=args.optimizer, cost=cost,
-                     precision=args.precision)
-        seconds += res.seconds
-        passes.append(res.passes)
+        (r0, q0), (rt, qt) = guesses[i], truths[i]
+        res, wall, cpu = _timed(lambda: refine(img, fm, r0, q0, steps=args.passes, lr=args.lr, optimizer=args.optimizer,
+                                               cost=1.0, precision=args.precision))
+        ref["wall"] += wall
+        ref["cpu"] += cpu
+        ref["passes"].append(res.passes)
         rb, qb = res.best_so_far()
-        err = np.array([relative_error(a, b, truths[i][0], truths[i][1], fm.radius_range, fm.group).mean()
-                        for a, b in zip(rb, qb)])
-        err = np.concatenate([err, np.full(args.passes - len(err), err[-1])])  # stopped early: stays
-        traces.append(err)
-        print(f"  refine image {i + 1}/{len(images)}: {res.passes} passes, {res.seconds:.2f} s, guess "
-              f"{100 * relative_error(r0, q0, truths[i][0], truths[i][1], fm.radius_range, fm.group).mean():.3f} % "
-              f"-> {100 * err[-1]:.5f} %", flush=True)
-    curve = np.array(traces)
-    return {"errors": curve, "sims": cost * np.arange(1, args.passes + 1), "seconds": seconds,
-            "passes_per_image": float(np.mean(passes))}
+        err = np.array([relative_error(a, b, rt, qt, fm.radius_range, fm.group).mean() for a, b in zip(rb, qb)])
+        ref["errors"].append(np.concatenate([err, np.full(args.passes - len(err), err[-1])]))  # stopped early: stays
+        fit, wall_s, cpu_s = _timed(lambda: fit_image(img, fm, s, index=i))
+        mcs["wall"] += wall_s
+        mcs["cpu"] += cpu_s
+        mcs["sims"].append(fit.simulations)
+        mcs["errors"].append(error_trace(fit, rt, qt, fm).mean(axis=1))
+        print(f"  image {i + 1}/{len(images)}: refinement {res.passes} passes, {wall:.2f} s, guess "
+              f"{100 * relative_error(r0, q0, rt, qt, fm.radius_range, fm.group).mean():.3f} % -> {100 * err[-1]:.5f} %; "
+              f"simplex {fit.simulations} simulations, {wall_s:.1f} s -> {100 * mcs['errors'][-1][-1]:.4f} %", flush=True)
+    n = min(len(t) for t in mcs["errors"])  # every image's trace up to the shortest run
+    mcs["errors"] = np.array([t[:n] for t in mcs["errors"]])
+    mcs["sims_axis"] = np.arange(1, n + 1, dtype=float)
+    ref["errors"] = np.array(ref["errors"])
+    return ref, mcs
 
 
 def main(argv=None) -> int:
@@ -138,18 +136,31 @@ def main(argv=None) -> int:
           f"{1e3 * cost0['torch_forward_s']:.2f} ms, forward+backward {1e3 * cost0['forward_backward_s']:.2f} ms "
           f"-> {cost0['cost_per_pass']:.2f} simulations per pass (CPU time: {cost0['cost_per_pass_cpu']:.2f})",
           flush=True)
-    print("(b) network-like guess + gradient refinement", flush=True)
-    ref = _refine(images, truths, guesses, fm, args, cost0["cost_per_pass"])
-    print("(a) Monte Carlo simplex", flush=True)
-    mcs = _simplex(images, truths, fm, args)
+    from models.forward_fit.gradient import refine
+
+    refine(images[0], fm, truths[0][0] + 1.0, truths[0][1], steps=2, cost=1.0, precision=args.precision)  # warm-up
+    print("per image: (b) network-like guess + gradient refinement, then (a) Monte Carlo simplex", flush=True)
+    ref, mcs = _run(images, truths, guesses, fm, args)
     cost1 = measure_cost(fm, repeats=30, precision=args.precision)
     print(f"cost after: {cost1['cost_per_pass']:.2f} simulations per pass (CPU time: "
           f"{cost1['cost_per_pass_cpu']:.2f})", flush=True)
-    # the largest of the wall-time and CPU-time ratios measured before and after the runs (on a
-    # shared machine the wall times drift with the load): the conservative count
+    n_pass, n_sim = float(np.sum(ref["passes"])), float(np.sum(mcs["sims"]))
+    e2e = {"simplex_wall_s_per_evaluation": mcs["wall"] / n_sim, "simplex_cpu_s_per_evaluation": mcs["cpu"] / n_sim,
+           "refine_wall_s_per_pass": ref["wall"] / n_pass, "refine_cpu_s_per_pass": ref["cpu"] / n_pass}
+    e2e["pass_in_evaluations_wall"] = e2e["refine_wall_s_per_pass"] / e2e["simplex_wall_s_per_evaluation"]
+    e2e["pass_in_evaluations_cpu"] = e2e["refine_cpu_s_per_pass"] / e2e["simplex_cpu_s_per_evaluation"]
+    print(f"end to end (the runs' own times, interleaved per image): {1e3 * e2e['simplex_wall_s_per_evaluation']:.2f} ms "
+          f"wall per simplex evaluation, {1e3 * e2e['refine_wall_s_per_pass']:.2f} ms per refinement pass: "
+          f"{e2e['pass_in_evaluations_wall']:.2f} evaluations per pass (CPU time: {e2e['pass_in_evaluations_cpu']:.2f})",
+          flush=True)
+    # the largest of the ratios (microbenchmark before and after, wall and CPU; end to end, wall and
+    # CPU): on a shared machine the wall times drift with the load; the conservative count
     cost = float(max(cost0["cost_per_pass"], cost1["cost_per_pass"], cost0["cost_per_pass_cpu"],
-                     cost1["cost_per_pass_cpu"]))
+                     cost1["cost_per_pass_cpu"], e2e["pass_in_evaluations_wall"], e2e["pass_in_evaluations_cpu"]))
     ref["sims"] = cost * np.arange(1, args.passes + 1)
+    mcs["sims"], mcs["simulations_per_image"] = mcs["sims_axis"], n_sim / len(images)
+    ref["seconds"], mcs["seconds"] = ref["wall"], mcs["wall"]
+    ref["passes_per_image"] = n_pass / len(images)
 
     rows, summary = [], {}
     for name, d in (("simplex", mcs), ("refine", ref)):
@@ -197,7 +208,7 @@ def main(argv=None) -> int:
                   "mean_error_q05": float(np.quantile(guess_err.mean(1), 0.05)),
                   "mean_error_q95": float(np.quantile(guess_err.mean(1), 0.95)),
                   "per_param_median": np.median(guess_err, axis=0)},
-        "cost": {"before": cost0, "after": cost1, "cost_per_pass_used": cost},
+        "cost": {"before": cost0, "after": cost1, "end_to_end": e2e, "cost_per_pass_used": cost},
         "summary": summary, "ratio_simulations_to_0.37%": ratio,
         "curves": {name: {"simulations": d["sims"], "median": d["median"], "q05": d["q05"], "q95": d["q95"]}
                    for name, d in (("simplex", mcs), ("refine", ref))},
@@ -214,13 +225,6 @@ def main(argv=None) -> int:
         reach = f"{s['simulations_to_0.37%']:.0f}" if s["simulations_to_0.37%"] is not None else "not reached"
         print(f"{label:<34} {reach:>15} {100 * s['final_median']:>12.5f}% {100 * s['final_q95']:>10.5f}% "
               f"{s['simulations_run']:>9.0f} {s['seconds_total']:>8.1f}")
-    per_sim = mcs["seconds"] / (mcs["simulations_per_image"] * len(images))
-    per_pass = ref["seconds"] / (ref["passes_per_image"] * len(images))
-    print(f"end-to-end wall check: {1e3 * per_sim:.1f} ms per simplex evaluation, {1e3 * per_pass:.1f} ms per refinement "
-          f"pass (incl. the first call's set-up): {per_pass / per_sim:.2f} simulations per pass")
-    report["wall_check"] = {"simplex_s_per_evaluation": per_sim, "refine_s_per_pass": per_pass,
-                            "pass_in_simplex_evaluations": per_pass / per_sim}
-    (out / "refine_vs_simplex.json").write_text(json.dumps(report, indent=1, default=jsonable))
     print(f"guess median {100 * np.median(guess_err.mean(1)):.3f} %; one forward+backward pass = {cost:.2f} simulations "
           f"(pass / torch forward = {cost0['pass_over_torch_forward']:.2f}); "
           f"ratio of simulations to 0.37 %: {ratio if ratio is None else round(ratio, 1)}")

@@ -339,16 +339,18 @@ def refine(target, fm: ForwardModel, radius0: float, quat0, *, steps: int = 25, 
     ``target``: the image to fit, in the display space of the model (the log image of ``fm``,
     or ``response``'s output when given).  ``mask``: boolean ``[qy, qx]`` of the valid detector
     pixels (None: all).  ``response``: callable torch intensity -> display image (default:
-    ``log10(I / max I + log_floor)``, the simplex's image).  ``optimizer``: ``lbfgs`` (default: ``steps`` passes
-    at most, strong-Wolfe line search, ``lr`` its first step) or ``adam`` (``steps`` passes,
-    step ``lr`` in the scaled variables, cosine-decayed to ``lr_floor * lr``);
-    ``lr`` default: 1 for L-BFGS, 0.01 for Adam.
-    ``radius_scale_nm``, ``angle_scale_rad``: the units of the search variables (the radius
-    change and the rotation vector; default 10 nm and 0.3 rad: with L-BFGS from guesses ~1-2 %
-    off, the median error of 10 images fell below 0.37 % after 5 passes, against 8 for the
-    radius range and 1 rad, 14 for 30 nm and 0.1 rad).  ``gain``: fit an
-    intensity gain too.  ``cost``: simulations per pass (default:
-    :func:`cost_per_pass`, measured once).  The result holds the lowest-loss parameters seen.
+    ``log10(I / max I + log_floor)``, the simplex's image).  ``optimizer``: ``lbfgs``
+    (default: ``steps`` passes at most, strong-Wolfe line search, ``lr`` its first step; a
+    line search that overruns ``steps`` has its last passes dropped from the result) or
+    ``adam`` (``steps`` passes, step ``lr`` in the scaled variables, cosine-decayed to
+    ``lr_floor * lr``); ``lr`` default: 1 for L-BFGS, 0.01 for Adam.  ``radius_scale_nm``,
+    ``angle_scale_rad``: the units of the search variables (the radius change and the
+    rotation vector; default 10 nm and 0.3 rad: with L-BFGS from guesses ~1-2 % off, the
+    median error of 10 images fell below 0.37 % after 5 passes, against 8 for the radius
+    range and 1 rad, 14 for 30 nm and 0.1 rad).  ``gain``: fit an intensity gain too.
+    ``cost``: simulations per pass (default: :func:`cost_per_pass`, measured once).
+    ``precision``: of the torch MSFT (``complex64`` is about twice as fast).  The result
+    holds the lowest-loss parameters seen.
     """
     torch = _torch()
     if optimizer not in ("adam", "lbfgs"):
@@ -392,7 +394,7 @@ def refine(target, fm: ForwardModel, radius0: float, quat0, *, steps: int = 25, 
         loss.backward()
         losses.append(float(loss.detach()))
         radii.append(float(radius.detach()))
-        quats.append(q.detach().numpy().copy())
+        quats.append(q.detach().cpu().numpy().copy())
         return loss
 
     if optimizer == "adam":
