@@ -175,14 +175,18 @@ def _inputs(images: np.ndarray, rng: np.random.Generator | None, recipe: Recipe)
 
 
 def train_classifier(bank: dict[str, np.ndarray], recipe: Recipe, *, val: dict[str, np.ndarray] | None = None,
-                     progress: bool = False) -> tuple[nn.Module, list[dict[str, float]]]:
+                     progress: bool = False, init: nn.Module | None = None) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train on ``bank`` (from :func:`simulate_bank`), fresh nuisances + filters every epoch.
-    ``val``: a held-out bank, evaluated with the same random augmentation each epoch (seeded)."""
+    ``val``: a held-out bank, evaluated with the same random augmentation each epoch (seeded).
+    ``init``: continue from this network (same architecture; its input standardisation kept)."""
     torch.manual_seed(recipe.seed)
-    rng = np.random.default_rng(recipe.seed + 1)
+    rng = np.random.default_rng(recipe.seed + 1 + (7919 if init is not None else 0))
     model = build_network(len(recipe.shapes), recipe.filters, recipe.blocks)
-    x0 = _inputs(bank["images"][:: max(1, len(bank["images"]) // 200)], rng, recipe)
-    model.norm.set(float(x0.mean()), float(x0.std()))
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    else:
+        x0 = _inputs(bank["images"][:: max(1, len(bank["images"]) // 200)], rng, recipe)
+        model.norm.set(float(x0.mean()), float(x0.std()))
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, recipe.epochs))
     y_all = torch.as_tensor(bank["labels"])
@@ -291,8 +295,10 @@ def load_classifier(folder: str | Path) -> tuple[nn.Module, tuple[str, ...]]:
 
 
 # ---------------------------------------------------------------------------- the run
-def run(recipe: Recipe, out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Simulate, train, test on held-out simulations and on the eight measured patterns, save."""
+def run(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
+        init_from: str | Path | None = None) -> dict[str, Any]:
+    """Simulate, train, test on held-out simulations and on the eight measured patterns, save.
+    ``init_from``: a classifier folder to continue training from (``recipe.epochs`` more epochs)."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     train = simulate_bank(recipe.shapes, recipe.per_class, seed=recipe.seed, preset=recipe.preset,
@@ -301,13 +307,14 @@ def run(recipe: Recipe, out: str | Path | None = None, progress: bool = True) ->
                          radius_nm=recipe.radius_nm, progress=progress)
     t_sim = time.perf_counter() - t0
     t1 = time.perf_counter()
-    model, history = train_classifier(train, recipe, val=test, progress=progress)
+    init = load_classifier(init_from)[0] if init_from is not None else None
+    model, history = train_classifier(train, recipe, val=test, progress=progress, init=init)
     t_train = time.perf_counter() - t1
     acc_aug, conf_aug = evaluate_bank(model, test, recipe, seed=recipe.seed + 2000)
     acc_plain, conf_plain = evaluate_bank(model, test, recipe, seed=0, augmented=False)
     measured = classify_measured(model, recipe.shapes)
     result = {
-        "recipe": asdict(recipe),
+        "recipe": asdict(recipe), "init_from": None if init_from is None else str(init_from),
         "images_train": int(len(train["labels"])), "images_test": int(len(test["labels"])),
         "simulate_s": round(t_sim, 1), "train_s": round(t_train, 1), "epochs": recipe.epochs,
         "history": history,
@@ -350,9 +357,11 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=Recipe.epochs)
     p.add_argument("--preset", default=Recipe.preset)
     p.add_argument("--seed", type=int, default=Recipe.seed)
+    p.add_argument("--lr", type=float, default=Recipe.lr)
+    p.add_argument("--init-from", default=None, help="continue training this classifier folder")
     a = p.parse_args(argv)
     res = run(Recipe(per_class=a.per_class, test_per_class=a.test_per_class, epochs=a.epochs, preset=a.preset,
-                     seed=a.seed), out=a.out)
+                     seed=a.seed, lr=a.lr), out=a.out, init_from=a.init_from)
     print(format_result(res))
 
 
