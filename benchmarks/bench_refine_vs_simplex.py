@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     ax.axhline(100 * PAPER_MEDIAN, color="k", ls="--", lw=1, label="0.37 % (Stielow et al. 2020, Fig. 4b)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("scattering simulations per image\n(a forward+backward pass counted as its wall time in simulations)")
+    ax.set_xlabel("scattering simulations per image\n(a forward+backward pass counted as the simulations it costs in time)")
     ax.set_ylabel("App. C mean relative error (%)")
     ax.set_title(f"{args.images} simulated icosahedra, MSFT {args.config} preset", fontsize=10)
     ax.set_ylim(bottom=max(1e-6, 0.5 * 100 * min(ref["median"].min(), mcs["median"].min())))
