@@ -119,6 +119,19 @@ def icosahedron_edges(q) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(v[i], v[j]) for i in range(12) for j in range(i + 1, 12) if abs(d[i, j] - e) < 1e-6]
 
 
+def detector_frame(desc: dict[str, Any], frame: np.ndarray, detector) -> np.ndarray:
+    """A raw detector frame (the training store's scale: intensities, or log10 intensities when
+    the recorded preprocessing says so) as the network input of a model trained through
+    ``detector``: the detector's :meth:`~factory.msft.detector_response.DetectorResponse.apply`
+    (orientation, centring, saturation, display, valid pixels).  The streaming predictor's path."""
+    pre = desc.get("preprocessing") or {}
+    x = np.asarray(frame, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("the frame holds NaN or Inf")
+    intensity = 10.0 ** x if pre.get("input") == "log10" else x
+    return detector.apply(intensity).astype(np.float32)
+
+
 def measured_grid_config(sim_cfg, detector=AG_CLUSTER_DETECTOR):
     """The MSFT config for re-simulating on the measured detector: ``sim_cfg`` (a dict, config or
     preset) when its image has the detector's size, else the ``small`` preset (the paper's q grid);

@@ -372,3 +372,43 @@ def test_cli_refuses_what_it_did_not_create_and_reports_failures(model_dir, tmp_
     proc = run_cli(*stream, str(frames), "--json")
     assert proc.returncode == 1 and "no frame was predicted: 3 of 3 rejected" in error_line(proc)
     assert json.loads(proc.stdout)["rejected"] == 3
+
+
+def test_a_model_trained_through_the_measured_detector_streams_through_it(tmp_path):
+    """Frames for a model whose training set went through `augment --detector ag-clusters` take the
+    detector model's path (orientation, saturation, log display, valid pixels), as Fig. 5 does."""
+    from factory.msft.detector_response import AG_CLUSTER_DETECTOR as det
+    from models.stream.pipeline import FrameModel
+
+    torch.manual_seed(1)
+    net = build("resnet-tanh", input_shape=[128, 128], stacks=[1, 1, 1, 1], widths=[4, 8, 8, 8], stem=4)
+    net.eval()
+    desc = {"name": "scatter", "input": "log10", "log_floor": -6.0, "out_shape": [128, 128], "scale": [0.0, 1.0],
+            "dims": ["row", "col"]}
+    labels = ["radius", "q0", "q1", "q2", "q3"]
+    card = {"architecture": {"name": "resnet-tanh", "kwargs": {"input_shape": [128, 128], "stacks": [1, 1, 1, 1],
+                                                               "widths": [4, 8, 8, 8], "stem": 4}},
+            "labels": labels, "task": "regress", "preprocessing": desc,
+            "label_scaling": {"names": labels, "methods": ["minmax", "minmax", "none", "none", "none"],
+                              "offset": [30.0, 0.9, 0.0, 0.0, 0.0], "scale": [130.0, 0.1, 1.0, 1.0, 1.0]},
+            "input": {"shape": [128, 128], "mean_std": [0.0, 1.0]}}
+    plain = save_model(tmp_path / "plain", net, card)
+    through = save_model(tmp_path / "det", net, {**card, "training_set": {
+        "path": "aug.zarr", "kind": "msft", "config": {"step": "augment", "detector": "ag-clusters"}}})
+    yy, xx = np.meshgrid(np.arange(128) - 64.0, np.arange(128) - 64.0, indexing="ij")
+    r = np.hypot(yy, xx) + 0.5
+    frames = [np.log10(np.exp(-r / (6 + k)) * (1.2 + np.sin(r / (1.5 + 0.3 * k) + xx / 9)) + 1e-7).astype(np.float32)
+              for k in range(3)]
+    bad = frames[0].copy()
+    bad[5, 5] = np.nan
+    fm = FrameModel(str(through), optimize="none")
+    ok, out, reasons = fm.run([*frames, bad])
+    assert fm.detector == "ag-clusters" and ok.tolist() == [True, True, True, False]
+    assert reasons == ["preprocessing: the frame holds NaN or Inf"]
+    pred = Predictor(through, device="cpu")
+    want = pred.predict(np.stack([det.apply(10.0 ** f.astype(np.float64)).astype(np.float32) for f in frames]))
+    for n in labels:
+        np.testing.assert_allclose(out[n], want[n], rtol=1e-5, atol=1e-6)
+    # the same network without the detector in its card reads the frames through the scatter preprocessing
+    ok2, out2, _ = FrameModel(str(plain), optimize="none").run(frames)
+    assert ok2.all() and not np.allclose(out2["radius"], out["radius"])

@@ -127,7 +127,9 @@ def optimized(model, input_shape: list[int], how: str, device):
 
 class FrameModel:
     """Raw frames -> labels: the training preprocessing from the artefact, then the network.
-    A detector's frames (``detectors[j]`` named) are first assembled and cut to the model's raw
+    A model trained through a measured detector model (``factory process augment --detector``)
+    takes its frames through that model instead (:func:`models.experimental.detector_frame`, the
+    path of ``factory fig5``).  A detector's frames (``detectors[j]`` named) are first assembled and cut to the model's raw
     frame (:class:`.detectors.DetectorFrames`, with ``geometry`` and ``bin``)."""
 
     def __init__(self, model_folder: str, device: str | None = None, threads: int | None = None,
@@ -148,6 +150,12 @@ class FrameModel:
                                          optimize, self.predictor.device)
         self.preprocessing = self.predictor.description.get("preprocessing")
         self._apply = preprocess.apply
+        from models.experimental import detector_frame, detector_of
+
+        self.detector, det = detector_of(self.predictor.description)
+        if self.detector is not None:  # trained through a measured detector model: frames take the same path
+            desc = self.predictor.description
+            self._apply = lambda _pre, img: detector_frame(desc, img, det)
         self.labels = self.predictor.labels if self.predictor.task != "classify" else ["class"]
         if mc_samples:  # the spread per label, and with a calibration the OOD score and the flag (models.uncertainty)
             from models.uncertainty import stream_fields
