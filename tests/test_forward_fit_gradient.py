@@ -139,3 +139,27 @@ def test_refine_refuses_what_it_cannot_do(fm):
         refine(np.zeros((64, 64)), fm, 80.0, Q, mask=np.zeros((64, 64), bool), cost=1.0)
     with pytest.raises(ConfigError, match="MSFT"):
         refine(np.zeros((8, 8)), ForwardModel(function=lambda r, q: np.zeros((8, 8))), 80.0, Q, cost=1.0)
+
+
+def test_fit_shapes_recovers_the_shape_of_simulated_measured_patterns():
+    """Patterns simulated through the detector model and written as 8-bit PNG values (inverting the
+    measured colour-map correction) are fitted back to their own shape, with r near 1."""
+    from factory.config import resolve_simulator_config
+    from factory.msft.detector_response import AG_CLUSTER_DETECTOR as det, AUTHORS_EXP_KNOTS
+    from factory.msft.simulator import pattern
+    from models.forward_fit.shape_search import fit_shapes
+
+    cfg = resolve_simulator_config("msft", "tiny").model_copy(update={"crop": 128, "output": "linear",
+                                                                        "background": 0.0})
+    truth = {"a": ("sphere", 70.0, (1.0, 0.0, 0.0, 0.0)), "b": ("octahedron", 110.0, (0.9, 0.3, 0.2, 0.24))}
+    images = {}
+    for name, (shape, radius, q) in truth.items():
+        shown = det.apply(pattern(shape, radius, np.array(q) / np.linalg.norm(q), config=cfg).image)
+        images[name] = np.round(np.interp(shown, AUTHORS_EXP_KNOTS[1], AUTHORS_EXP_KNOTS[0]) * 255) * det.mask()
+    res = fit_shapes(images, shapes=("sphere", "octahedron"), search=40, steps=6, config=cfg.model_dump())
+    for name, (shape, radius, _) in truth.items():
+        assert res[name]["ranked"][0] == shape, res[name]
+        best = res[name]["fits"][shape]
+        other = res[name]["fits"][res[name]["ranked"][1]]
+        assert best["r"] > 0.95 and best["r"] > other["r"] + 0.02 and best["r"] >= best["r_search"] - 1e-9
+        assert abs(best["radius_nm"] - radius) < 8.0

@@ -62,7 +62,41 @@ def classify_measured_cmd(
     typer.echo(f"{sum(m['true'] == m['predicted'] for m in res)} of {len(res)} correct. {ATTRIBUTION}")
 
 
-COMMANDS = [("classify-shapes", classify_shapes_cmd), ("classify-measured", classify_measured_cmd)]
+def fit_shapes_cmd(
+    images: Annotated[str, typer.Option(help="comma-separated packaged patterns")] = ",".join(f"barke{i}" for i in range(1, 9)),
+    search: Annotated[int, typer.Option(min=1, max=100000, help="random patterns per shape (shared by all images)")] = 1000,
+    steps: Annotated[int, typer.Option(min=0, max=10000, help="gradient-descent passes per image and shape")] = 25,
+    preset: Annotated[str, typer.Option(help="MSFT preset (its image must be the detector's 128 x 128)")] = "small",
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: AsJson = False,
+):
+    """Shape, size and orientation of the measured patterns by fitting the MSFT through the detector model
+    to each (random search shared by all patterns, then gradient refinement per shape); the labels of
+    labels.csv (Barke et al., Nat. Commun. 2015) are only compared with, never used."""
+    import torch
+
+    from factory.msft.measured import ATTRIBUTION, ag_cluster_labels, load_ag_clusters
+    from models.forward_fit.shape_search import fit_shapes
+    from models.shape_classifier import MEASURED_NAMES
+
+    torch.set_num_threads(1)
+    names = [n.strip() for n in images.split(",") if n.strip()]
+    res = fit_shapes(load_ag_clusters(names), search=search, steps=steps, config=preset, seed=seed,
+                     progress=None if as_json else typer.echo)
+    truth = {n: MEASURED_NAMES.get(v, v) for n, v in ag_cluster_labels().items()}
+    rows = [{"pattern": n, "true": truth.get(n), "predicted": r["ranked"][0], "fits": r["fits"]} for n, r in res.items()]
+    if as_json:
+        emit_json({"measured": rows, "search": search, "steps": steps, "preset": preset, "attribution": ATTRIBUTION})
+        return
+    for m in rows:
+        f = m["fits"][m["predicted"]]
+        typer.echo(f"{m['pattern']}: true {m['true']:30s} fitted {m['predicted']:30s} r {f['r']:.3f}, "
+                   f"R {f['radius_nm']:.0f} nm")
+    typer.echo(f"{sum(m['true'] == m['predicted'] for m in rows)} of {len(rows)} correct. {ATTRIBUTION}")
+
+
+COMMANDS = [("classify-shapes", classify_shapes_cmd), ("classify-measured", classify_measured_cmd),
+            ("fit-shapes", fit_shapes_cmd)]
 
 register_commands(app, COMMANDS)
 
