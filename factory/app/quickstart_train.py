@@ -138,7 +138,7 @@ def stage_train_scatter(ctx) -> str:
                     "resnet-scatter", store, False, res, ev, run, note)
 
 
-FIG5_REFINE_STEPS = {"tiny": 3, "small": 12, "paper": 40}
+FIG5_REFINE_STEPS = {"tiny": 3, "small": 8, "paper": 40}
 
 
 def _measured_stage(ctx, model, run, store) -> str:
