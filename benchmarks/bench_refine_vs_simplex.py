@@ -39,6 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PAPER_MEDIAN = 0.0037  # Stielow et al. (2020), Fig. 4b
@@ -117,6 +120,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    print(f"{time.strftime('%Y-%m-%d %H:%M')} on {cpu_model()}, {os.cpu_count()} CPUs, load average {load_before:.2f}")
     fm = ForwardModel(args.config)
     images, labels = simulate_targets(fm, args.images, seed=args.seed)
     truths = [(float(labels["radius"][i]), np.array([labels[f"q{j}"][i] for j in range(4)]))
@@ -215,6 +220,8 @@ def main(argv=None) -> int:
         "refine_passes_per_image": ref["passes_per_image"], "simplex_simulations_per_image": mcs["simulations_per_image"],
         "truths": [{"radius": t[0], "quaternion": canonical(t[1])} for t in truths],
         "wall_s": time.perf_counter() - t_start,
+        "machine": {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(), "cpus": os.cpu_count(),
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()[0]},
     }
     (out / "refine_vs_simplex.json").write_text(json.dumps(report, indent=1, default=jsonable))
 
