@@ -146,3 +146,23 @@ def test_cli_pattern_png_json_and_errors(tmp_path):
         assert res.exit_code == 2 and msg in res.output, res.output
     res = runner.invoke(app, ["domain", "--group", "I"])
     assert res.exit_code == 0 and json.loads(res.output)["order"] == 60
+
+
+def test_later_shape_options_are_settable_and_leave_old_config_hashes_alone():
+    """decahedron_aspect and ttt_half_thickness are config keys; at their defaults they are not
+    dumped, so the presets' hashes (and the stores made before the keys existed) stay the same."""
+    from factory.config import load_config
+    from factory.msft.shapes import DECAHEDRON_EQUILATERAL_ASPECT
+    from factory.msft.simulator import MSFTConfig, pattern
+
+    assert load_config("msft/tiny").hash == "c979bdf1a6dd66f842ad04a931e8fecc94728ab59521ee4dbd208ac5ece17b28"
+    assert load_config("msft/small").hash == "271d92e918d2c0ba08ec3615a25f28ef11080cc11b91b254bf83c60feb8b8386"
+    tall = load_config("msft/tiny", overrides=[f"simulator.shape_options.decahedron_aspect={DECAHEDRON_EQUILATERAL_ASPECT}"])
+    assert tall.hash != load_config("msft/tiny").hash
+    dumped = tall.simulator.model_dump(mode="json")
+    assert dumped["shape_options"]["decahedron_aspect"] == DECAHEDRON_EQUILATERAL_ASPECT
+    assert MSFTConfig.model_validate(dumped) == tall.simulator  # the stored config reads back the same
+    flat = pattern("decahedron", 80.0, (1, 0, 0, 0), load_config("msft/tiny").simulator).image
+    assert not np.allclose(pattern("decahedron", 80.0, (1, 0, 0, 0), tall.simulator).image, flat)
+    with pytest.raises(Exception, match="ttt_half_thickness"):
+        MSFTConfig.model_validate({**dumped, "shape_options": {"ttt_half_thickness": 0.8}})

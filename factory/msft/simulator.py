@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer
 
 from ..backend import Backend
 from ..geometry.quaternions import from_rotation, normalize
@@ -25,7 +25,7 @@ from ..geometry.symmetry import component_span, sample_fundamental
 from ..simulation import Coord, SimResult, Simulator, SimulatorConfig, rng_for
 from . import detector as det
 from .multislice import MSFTParams, amplitude, q_axis, resolve_method
-from .shapes import SHAPES, SYMMETRY, ShapeOptions, density
+from .shapes import DECAHEDRON_FCC_ASPECT, SHAPES, SYMMETRY, ShapeOptions, density
 from .transform import amplitude_array
 from .voxelise import density_batch
 
@@ -40,9 +40,27 @@ class ShapeOptionsModel(BaseModel):
     ino_truncation: float = Field(0.25, ge=0.0, lt=1.0, description="Ino (100) truncation depth")
     marks_notch_depth: float = Field(0.15, ge=0.0, lt=1.0, description="Marks re-entrant notch depth")
     marks_notch_angle_deg: float = Field(100.0, gt=0.0, lt=180.0, description="notch opening angle")
+    # later options: absent from the dumped config while at their defaults, so that the configs (and the
+    # config hashes of the stores) made before they existed stay the same
+    decahedron_aspect: float = Field(DECAHEDRON_FCC_ASPECT, gt=0.2, lt=1.5,
+                                     description="decahedron half-height / equatorial radius (the method "
+                                                 "authors' equilateral bipyramid: 0.618)")
+    ttt_half_thickness: float = Field(0.24, gt=0.0, lt=0.6999, description="truncated twinned tetrahedron: "
+                                                                          "half thickness / circumradius")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        data = handler(self)
+        for name in LATER_SHAPE_OPTIONS:
+            if data.get(name) == type(self).model_fields[name].default:
+                data.pop(name)
+        return data
 
     def to_options(self) -> ShapeOptions:
-        return ShapeOptions(**self.model_dump())
+        return ShapeOptions(**{name: getattr(self, name) for name in type(self).model_fields})
+
+
+LATER_SHAPE_OPTIONS = ("decahedron_aspect", "ttt_half_thickness")
 
 
 class DetectorModel(BaseModel):
