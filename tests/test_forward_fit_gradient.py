@@ -163,3 +163,7 @@ def test_fit_shapes_recovers_the_shape_of_simulated_measured_patterns():
         other = res[name]["fits"][res[name]["ranked"][1]]
         assert best["r"] > 0.95 and best["r"] > other["r"] + 0.02 and best["r"] >= best["r_search"] - 1e-9
         assert abs(best["radius_nm"] - radius) < 8.0
+    from factory.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gives 64 x 64 images; the detector is 128 x 128"):
+        fit_shapes(images, shapes=("sphere",), search=1, steps=0, config="tiny")  # refused before simulating

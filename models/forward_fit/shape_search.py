@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from factory.errors import ConfigError
+
 SHAPES = ("sphere", "icosahedron", "cuboctahedron", "octahedron", "decahedron", "truncated_octahedron",
           "truncated_twinned_tetrahedron")
 
@@ -50,13 +52,14 @@ def fit_shapes(images: dict[str, np.ndarray], *, shapes=SHAPES, search: int = 10
     rng = np.random.default_rng(seed)
     best: dict[str, dict[str, tuple[float, float, np.ndarray]]] = {n: {} for n in targets}
     models = {s: ForwardModel(config, shape=s) for s in shapes}
+    linear = {s: fm.config.model_copy(update={"output": "linear"}) for s, fm in models.items()}
+    crop = next(iter(linear.values())).crop
+    if tuple(det.shape) != (crop, crop):  # refused before any simulation
+        raise ConfigError(f"config {config!r} gives {crop} x {crop} images; the detector is "
+                          f"{det.shape[0]} x {det.shape[1]}")
     t0 = time.perf_counter()
     for s in shapes:
-        fm = models[s]
-        cfg = fm.config.model_copy(update={"output": "linear"})
-        if tuple(det.shape) != (cfg.crop, cfg.crop):
-            raise ValueError(f"config {config!r} gives {cfg.crop} x {cfg.crop} images; the detector is "
-                             f"{det.shape[0]} x {det.shape[1]}")
+        fm, cfg = models[s], linear[s]
         for _ in range(search):
             radius = float(rng.uniform(*fm.radius_range))
             q = Rotation.random(random_state=rng).as_quat(scalar_first=True)
@@ -75,8 +78,7 @@ def fit_shapes(images: dict[str, np.ndarray], *, shapes=SHAPES, search: int = 10
             fm = models[s]
             res = refine(x, fm, radius0, q0, steps=steps, mask=mask, response=det.apply) if steps else None
             radius, q = (res.radius, res.quaternion) if res else (radius0, list(q0))
-            cfg = fm.config.model_copy(update={"output": "linear"})
-            r = masked_correlation(det.apply(pattern(s, radius, q, config=cfg).image), x, mask)
+            r = masked_correlation(det.apply(pattern(s, radius, q, config=linear[s]).image), x, mask)
             fits[s] = {"r": r, "radius_nm": float(radius), "quaternion": [float(v) for v in q], "r_search": r0}
         out[n] = {"ranked": sorted(shapes, key=lambda s: -fits[s]["r"]), "fits": fits}
         if progress:
