@@ -13,7 +13,11 @@ Rules (the README's "Guarantees"):
 * nothing is deleted before its replacement is ready: :func:`staged_output` builds the new
   output in a hidden sibling folder and swaps it into place in one atomic rename (Linux
   ``renameat2(RENAME_EXCHANGE)`` when the old one exists), so a killed process leaves either
-  the old output or the new one - never neither, never a half-created one.
+  the old output or the new one - never neither, never a half-created one;
+* a folder of named results (reports, tables, figures: :class:`ResultFolder`) may hold the
+  user's own files too: the project writes a name there only if it is free or the project
+  wrote it there before (listed in the folder's ``.factory-files.json``), and a lone figure
+  (:func:`check_file_output`) replaces only a file of its own kind.
 """
 
 from __future__ import annotations
@@ -204,3 +208,84 @@ def staged_output(out: str | os.PathLike, *, overwrite: bool, what: str, recogni
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# -- folders of named results, lone figures ---------------------------------------------------
+RESULT_FILES = ".factory-files.json"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_not_link(path: Path) -> None:
+    if path.is_symlink():
+        raise OutputError(f"{path} is a symbolic link; refusing to write through it (give the real path)")
+
+
+class ResultFolder:
+    """A folder the project writes named results into (JSON, tables, arrays, figures) beside
+    whatever else the user keeps there.  A name is written only if nothing is there yet or the
+    project wrote it there before: the folder's ``.factory-files.json`` lists what it wrote.
+    A user's file of the same name is refused (one ``OutputError``), never replaced; nothing
+    is ever deleted.  ``names``: the files the caller will write, checked before any work."""
+
+    def __init__(self, out: str | os.PathLike, names: Iterable[str] = ()):
+        self.path = user_path(out)
+        _check_not_link(self.path)
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(f"{self.path} exists and is a file, not a folder; choose another --out")
+        listed = _json(self.path / RESULT_FILES) or {}
+        files = listed.get("files") if listed.get("schema") == "factory.result-files/1" else None
+        self._ours = {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
+        self.claim(names)
+
+    def claim(self, names: Iterable[str]) -> None:
+        """Refuse now if any of ``names`` is taken by something the project did not write."""
+        for name in names:
+            target = self.path / name
+            if name in self._ours and not target.is_symlink() and (target.is_file() or not target.exists()):
+                continue
+            if target.exists() or target.is_symlink():
+                raise OutputError(
+                    f"{target} exists and was not written by factory; refusing to replace it (choose another --out "
+                    "or move the file)"
+                )
+
+    def wrote(self, name: str) -> bool:
+        """Whether the project wrote ``name`` here before."""
+        return name in self._ours
+
+    def file(self, name: str) -> Path:
+        """The path to write ``name`` to, recorded as the project's before it is written."""
+        self.claim([name])
+        ensure_writable_parent(self.path / RESULT_FILES)
+        if name not in self._ours:
+            self._ours.add(name)
+            tmp = staging_name(self.path / RESULT_FILES)
+            tmp.write_text(json.dumps({"schema": "factory.result-files/1", "files": sorted(self._ours)}, indent=1))
+            os.replace(tmp, self.path / RESULT_FILES)
+        return self.path / name
+
+
+#: the first bytes of each kind of lone file the project writes (what it may replace)
+FILE_MAGIC = {"png": PNG_MAGIC, "npz": b"PK\x03\x04", "npy": b"\x93NUMPY", "zip": b"PK\x03\x04",
+              "onnx": b"\x08"}  # onnx: ModelProto's first field, ir_version
+
+
+def check_file_output(out: str | os.PathLike, kind: str = "png") -> Path:
+    """The absolute path of a lone file to write (``kind``: a key of :data:`FILE_MAGIC`; numpy's own
+    suffix added as ``np.save``/``np.savez`` would): an existing file is replaced only when it
+    is of that kind (never a user's other file, a folder or a symlink)."""
+    path = user_path(out)
+    if kind in ("npz", "npy") and path.suffix != f".{kind}":
+        path = path.with_name(f"{path.name}.{kind}")
+    _check_not_link(path)
+    if path.exists():
+        magic = FILE_MAGIC[kind]
+        try:
+            with open(path, "rb") as f:
+                same = f.read(len(magic)) == magic
+        except OSError:  # a folder, or unreadable
+            same = False
+        if not same:
+            raise OutputError(f"{path} exists and is not a {kind.upper()} file; refusing to replace it")
+    return path
+

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from factory.errors import StoreError
+from factory.outputs import check_file_output
 from factory.processing.description import Description, DescriptionError, recorded
 
 from .card import FILENAME as DESCRIPTION
@@ -290,6 +291,10 @@ def project_quaternions(q: np.ndarray, group: str = "I") -> np.ndarray:
     return project_to_fundamental(normalize(q), group)
 
 
+#: export format -> (default file name in the model folder, kind of file it replaces)
+EXPORT_FILES = {"export": ("model.pt2", "zip"), "torchscript": ("model.ts", "zip"), "onnx": ("model.onnx", "onnx")}
+
+
 def export_model(folder: str | Path, out: str | Path | None = None, fmt: str = "export") -> Path:
     """Export the network for deployment.
 
@@ -300,18 +305,20 @@ def export_model(folder: str | Path, out: str | Path | None = None, fmt: str = "
     in the model card ``model.json`` next to it.
     """
     folder = Path(folder)
+    if fmt not in EXPORT_FILES:
+        raise ModelError(f"export format {fmt!r}: choose export, torchscript or onnx")
+    name, kind = EXPORT_FILES[fmt]
+    out = check_file_output(out or folder / name, kind)  # before any work: replaces only a file of its kind
     model, card = load_network(folder)
     shape = card.input.shape
     example = torch.zeros((2, *shape), dtype=torch.float32)
     if fmt == "export":
-        out = Path(out or folder / "model.pt2")
         batch = torch.export.Dim("batch", min=1, max=1 << 16)
         prog = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(prog, str(out))
     elif fmt == "torchscript":
         import warnings
 
-        out = Path(out or folder / "model.ts")
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.trace(model, example, check_trace=False).save(str(out))
@@ -320,11 +327,8 @@ def export_model(folder: str | Path, out: str | Path | None = None, fmt: str = "
             import onnx  # noqa: F401
         except ImportError:
             raise ModelError("ONNX export needs the onnx package: python3 -m pip install onnx onnxscript") from None
-        out = Path(out or folder / "model.onnx")
         torch.onnx.export(model, (example,), str(out), input_names=["images"], output_names=["outputs"],
                           dynamic_axes={"images": {0: "batch"}, "outputs": {0: "batch"}})
-    else:
-        raise ModelError(f"export format {fmt!r}: choose export, torchscript or onnx")
     return out
 
 

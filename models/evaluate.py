@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from factory.errors import StoreError
+from factory.outputs import ResultFolder
 from factory.store import DatasetStore
 
 from .artifact import QUAT, Predictor, check_compatible, project_quaternions, read_card, store_preprocessing
@@ -264,11 +265,17 @@ def predict_store(predictor: Predictor, store: DatasetStore, indices: np.ndarray
     return order, raw, t_net
 
 
+#: what :func:`evaluate` may write into ``out`` (each name with the call's ``tag``)
+RESULT_FILES = (("predictions", ".npz"), ("metrics", ".json"), ("relative-errors", ".png"),
+                ("pred-vs-true", ".png"), ("errors", ".png"))
+
+
 def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None, *, subset: str = "auto",
              batch_size: int = 128, device: str | None = None, check_preprocessing: bool = True,
              tag: str = "", indices: np.ndarray | None = None) -> dict[str, Any]:
     """Score ``model`` on ``store`` (``subset``: auto, all, train, val, test; or explicit
     ``indices``); writes metrics.json and figures into ``out`` when given."""
+    folder = ResultFolder(out, [f"{stem}{tag}{ext}" for stem, ext in RESULT_FILES]) if out else None  # before any work
     ds = DatasetStore.open(store)
     card = read_card(model)
     if check_preprocessing:
@@ -288,14 +295,11 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
     res: dict[str, Any] = {"model": str(model), "store": str(ds.path), "samples": int(len(order)), "subset": which,
                            "inference_images_per_s": len(order) / t_net if t_net > 0 else None,
                            "device": str(pred_obj.device)}
-    out = Path(out) if out else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
     if card.task == "classify":
         true_c, pred_c = _classifier_scores(card, y, raw, res)
-        if out:
-            np.savez(out / f"predictions{tag}.npz", index=order, true_class=true_c, pred_class=pred_c)
-            (out / f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
+        if folder:
+            np.savez(folder.file(f"predictions{tag}.npz"), index=order, true_class=true_c, pred_class=pred_c)
+            folder.file(f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
         return res
     scaled = pred_obj.scaling.inverse(raw) if pred_obj.scaling else raw
     pred = {n: scaled[:, j] for j, n in enumerate(names)}
@@ -307,20 +311,21 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
     res["per_label"] = _per_label(card, pred, true)
     if scatter:
         res["relative_error"], rel = _relative_error(ds, card, pred, true, pred_obj.group)
-        if out:
-            res["figures"] = {"fig4a": str(plot_relative_errors(rel["mean"], rel["max"], out / f"relative-errors{tag}.png"))}
-    if out:
+        if folder:
+            res["figures"] = {"fig4a": str(plot_relative_errors(rel["mean"], rel["max"],
+                                                                folder.file(f"relative-errors{tag}.png")))}
+    if folder:
         from factory.plots import label_units
 
         units = label_units(ds, names)
         figs = res.setdefault("figures", {})
         figs["pred_vs_true"] = str(plot_pred_vs_true(
-            true, pred, out / f"pred-vs-true{tag}.png", title=_model_name(model), units=units,
+            true, pred, folder.file(f"pred-vs-true{tag}.png"), title=_model_name(model), units=units,
             mean_predictor_mae={n: v["mae_mean_predictor"] for n, v in res["per_label"].items()}))
-        figs["errors"] = str(plot_error_hist(true, pred, out / f"errors{tag}.png", units=units))
-        np.savez(out / f"predictions{tag}.npz", index=order, **{f"true_{n}": true[n] for n in names},
+        figs["errors"] = str(plot_error_hist(true, pred, folder.file(f"errors{tag}.png"), units=units))
+        np.savez(folder.file(f"predictions{tag}.npz"), index=order, **{f"true_{n}": true[n] for n in names},
                  **{f"pred_{n}": pred[n] for n in names})
-        (out / f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
+        folder.file(f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
     return res
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from factory.errors import ConfigError, StoreError
 from factory.msft.detector_response import AG_CLUSTER_DETECTOR
 from factory.msft.measured import ATTRIBUTION, ag_cluster_dir, decode_png, load_ag_cluster
+from factory.outputs import ResultFolder
 
 from .artifact import QUAT, ModelError, Predictor
 
@@ -158,6 +159,7 @@ def reconstruct_experimental(model: str | Path, out: str | Path, *, names=("bark
     from .forward_fit.gradient import refine
     from .forward_fit.model import ForwardModel
 
+    folder = ResultFolder(out, ("fig5.png", "fig5.json"))  # before any work
     pred = Predictor(model, device="cpu")
     desc = pred.description
     if not (set(QUAT) <= set(pred.labels) and "radius" in pred.labels):
@@ -167,8 +169,6 @@ def reconstruct_experimental(model: str | Path, out: str | Path, *, names=("bark
     lo, hi = _radius_limits(desc)
     fm = ForwardModel(cfg.model_dump(), radius_range=(min(lo, cfg.radius_nm[0]), max(hi, cfg.radius_nm[1])))
     mask = det.mask()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
         t0 = time.perf_counter()
@@ -194,13 +194,13 @@ def reconstruct_experimental(model: str | Path, out: str | Path, *, names=("bark
         rows.append(row)
         if progress is not None:
             progress(row)
-    fig = _figure(rows, out / "fig5.png", det_name)
+    fig = _figure(rows, folder.file("fig5.png"), det_name)
     result = {"model": str(model), "detector": det_name or "ag-clusters (not the model's training detector)",
               "trained_through_detector": det_name is not None, "simulator": cfg.model_dump(mode="json"),
               "figure": str(fig), "attribution": ATTRIBUTION,
               "images": [{k: v for k, v in r.items() if k not in ("measured", "resimulated", "refined_image")}
                          for r in rows]}
-    (out / "fig5.json").write_text(json.dumps(result, indent=1))
+    folder.file("fig5.json").write_text(json.dumps(result, indent=1))
     return result
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from factory.errors import ConfigError, StoreError
+from factory.outputs import ResultFolder
 
 METHODS = ("occlusion", "gradcam", "lime")
 
@@ -226,15 +227,19 @@ def save_overlays(images: np.ndarray, maps: np.ndarray, out: str | Path, *, titl
     named ``map_label``), and a montage."""
     from factory.plots import save
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = out if isinstance(out, ResultFolder) else ResultFolder(out, overlay_names(prefix, len(images)))
     paths = [save(overlay_figure(im, m, title=titles[i] if titles else None, alpha=alpha, map_label=map_label,
-                                 frame=frame), out / f"{prefix}-{i:03d}.png", dpi=90)
+                                 frame=frame), folder.file(f"{prefix}-{i:03d}.png"), dpi=90)
              for i, (im, m) in enumerate(zip(images, maps))]
     if len(images):
         paths.append(save(montage_figure(images, maps, titles=titles, alpha=alpha, map_label=map_label, frame=frame),
-                          out / f"{prefix}-montage.png", dpi=90))
+                          folder.file(f"{prefix}-montage.png"), dpi=90))
     return paths
+
+
+def overlay_names(prefix: str, n: int) -> list[str]:
+    """The files :func:`save_overlays` writes for ``n`` images."""
+    return [f"{prefix}-{i:03d}.png" for i in range(n)] + ([f"{prefix}-montage.png"] if n else [])
 
 
 def image_frame(store) -> dict | None:
@@ -288,6 +293,7 @@ def explain_store(model: str | Path, store: str | Path, out: str | Path, *, meth
         idx = np.asarray(indices, dtype=np.int64)
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= ds.n_samples:
             raise StoreError(f"{ds.path}: sample indices must lie in 0..{ds.n_samples - 1}")
+    folder = ResultFolder(out, [*overlay_names(method, len(idx)), f"{method}-maps.npz", f"{method}.json"])
     images = np.asarray(ds.images.get_orthogonal_selection((idx,)), dtype=np.float32)
     t0 = time.perf_counter()
     maps = attribute(ex, images, method, **kw)
@@ -303,14 +309,14 @@ def explain_store(model: str | Path, store: str | Path, out: str | Path, *, meth
         t = ", ".join(value_text(k, truth[k][i], units.get(k)) for k in names)
         p = f"class {int(pred[j])}" if ex.task == "classify" else f"predicted {value_text(ex.label, pred[j], units.get(ex.label))}"
         titles.append(f"#{int(i)} {method}: {p} (true {t})")
-    out = Path(out)
-    pngs = save_overlays(images, maps, out, titles=titles, prefix=method, frame=image_frame(ds),
+    pngs = save_overlays(images, maps, folder, titles=titles, prefix=method, frame=image_frame(ds),
                          map_label=map_label(method, ex, units.get(ex.label) if ex.label else None))
-    np.savez(out / f"{method}-maps.npz", index=idx, maps=maps, prediction=pred)
+    maps_file = folder.file(f"{method}-maps.npz")
+    np.savez(maps_file, index=idx, maps=maps, prediction=pred)
     res = {"model": str(model), "store": str(ds.path), "method": method, "samples": idx.tolist(),
-           "seconds_per_image": dt / len(idx), "figures": [str(p) for p in pngs], "maps": str(out / f"{method}-maps.npz"),
+           "seconds_per_image": dt / len(idx), "figures": [str(p) for p in pngs], "maps": str(maps_file),
            "titles": titles}
-    (out / f"{method}.json").write_text(json.dumps(res, indent=1))
+    folder.file(f"{method}.json").write_text(json.dumps(res, indent=1))
     return res
 
 
@@ -352,6 +358,8 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
     random areas (see the module docstring)."""
     from .artifact import ModelError
 
+    names = [f"dictionary-{method}{ext}" for ext in (".png", ".npz", ".json")]
+    folder = ResultFolder(out, names) if out is not None else None  # before any work
     ex = Explained(model)
     if ex.task != "classify":
         raise ModelError(f"{model}: a {ex.task} model; the dictionary needs the R classifier "
@@ -396,13 +404,11 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
 
         get_logger(__name__).info("[dictionary] %s: accuracy %.3f, random areas %.3f (%.3f-%.3f), network %.3f", method,
                                   acc, np.mean(rand_acc), np.min(rand_acc), np.max(rand_acc), net_acc)
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        res["figure"] = str(_dictionary_figure(parts, masks, classes, out / f"dictionary-{method}.png",
+    if folder is not None:
+        res["figure"] = str(_dictionary_figure(parts, masks, classes, folder.file(names[0]),
                                                _input_scale(ex.model_card().preprocessing)))
-        np.savez(out / f"dictionary-{method}.npz", masks=masks, parts=parts, classes=classes, samples=dict_idx[keep])
-        (out / f"dictionary-{method}.json").write_text(json.dumps(res, indent=1))
+        np.savez(folder.file(names[1]), masks=masks, parts=parts, classes=classes, samples=dict_idx[keep])
+        folder.file(names[2]).write_text(json.dumps(res, indent=1))
     return res
 
 
@@ -499,4 +505,4 @@ def _dictionary_figure(parts, masks, classes, path: Path, scale_label: str = "ne
 
 
 __all__ = ["METHODS", "Explained", "attribute", "dictionary_classify", "dictionary_figure", "explain_store",
-           "map_label", "montage_figure", "occlusion_dictionary", "overlay_figure", "random_masks", "save_overlays"]
+           "map_label", "montage_figure", "occlusion_dictionary", "overlay_figure", "overlay_names", "random_masks", "save_overlays"]

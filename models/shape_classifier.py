@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from factory.outputs import ResultFolder, check_replaceable, staged_output, user_path
+
 SHAPE_CLASSES = ("sphere", "icosahedron", "cuboctahedron", "octahedron", "decahedron", "truncated_octahedron",
                  "truncated_twinned_tetrahedron")
 # labels.csv names of the measured set (Barke et al., Nat. Commun. 2015) -> library shapes
@@ -279,7 +281,12 @@ def save_classifier(folder: str | Path, model: nn.Module, recipe: Recipe, histor
                        "history": history or []},
         created=now(),
     )
-    return save_model(folder, model, card)
+    from .train_runs import is_model_folder
+
+    folder = user_path(folder)
+    with staged_output(folder, overwrite=True, what="model folder", recognise=is_model_folder) as tmp:
+        save_model(tmp, model, card)
+    return folder
 
 
 def load_classifier(folder: str | Path) -> tuple[nn.Module, tuple[str, ...]]:
@@ -299,6 +306,11 @@ def run(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
         init_from: str | Path | None = None) -> dict[str, Any]:
     """Simulate, train, test on held-out simulations and on the eight measured patterns, save.
     ``init_from``: a classifier folder to continue training from (``recipe.epochs`` more epochs)."""
+    from .train_runs import is_model_folder
+
+    if out is not None:  # before any work: result.json beside the user's files, model/ only one of ours
+        results = ResultFolder(out, ("result.json",))
+        check_replaceable(results.path / "model", overwrite=True, what="model folder", recognise=is_model_folder)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     train = simulate_bank(recipe.shapes, recipe.per_class, seed=recipe.seed, preset=recipe.preset,
@@ -324,9 +336,8 @@ def run(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
         "measured_correct": int(sum(m["true"] == m["predicted"] for m in measured)),
     }
     if out is not None:
-        folder = save_classifier(Path(out) / "model", model, recipe, history)
-        result["model"] = str(folder)
-        (Path(out) / "result.json").write_text(json.dumps(result, indent=1))
+        result["model"] = str(save_classifier(results.path / "model", model, recipe, history))
+        results.file("result.json").write_text(json.dumps(result, indent=1))
     return result
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from factory.errors import ConfigError, StoreError
 from factory.logs import get_logger
+from factory.outputs import ResultFolder
 from factory.store import DatasetStore
 
 from .baselines import (DEFAULT_METHODS, METHODS, BaselineOptions, Baselines, ImageSet, check_shapes, score,
@@ -111,6 +112,10 @@ class _CNN:
         return np.asarray(y, dtype=np.float64), time.perf_counter() - t0
 
 
+#: what :func:`transferability_table` writes into ``out``
+RESULT_FILES = ("table.md", "table.csv", "table.json")
+
+
 def transferability_table(train_store: str | Path, test_store: str | Path | None = None,
                           shifted: dict[str, str | Path] | None = None, *, cnn_model: str | Path | None = None,
                           transfer_models: dict[str, str | Path] | None = None, references: list[str | Path] = (),
@@ -122,6 +127,7 @@ def transferability_table(train_store: str | Path, test_store: str | Path | None
 
     ``train_indices`` / ``test_indices`` select the unshifted training and test samples explicitly
     (e.g. a CNN's own training and held-out samples of a store without a test split)."""
+    folder = ResultFolder(out, RESULT_FILES) if out is not None else None  # before any work
     t_all = time.perf_counter()
     methods = list(methods or DEFAULT_METHODS)
     opts = options or BaselineOptions()
@@ -162,13 +168,11 @@ def transferability_table(train_store: str | Path, test_store: str | Path | None
     }
     result["checks"] = qualitative_checks(result)
     result["wall_s"] = time.perf_counter() - t_all
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "table.md").write_text(markdown_table(result))
-        write_csv(result, out / "table.csv")
-        (out / "table.json").write_text(json.dumps(result, indent=1, default=str))
-        result["files"] = [str(out / f) for f in ("table.md", "table.csv", "table.json")]
+    if folder is not None:
+        folder.file("table.md").write_text(markdown_table(result))
+        write_csv(result, folder.file("table.csv"))
+        folder.file("table.json").write_text(json.dumps(result, indent=1, default=str))
+        result["files"] = [str(folder.path / f) for f in RESULT_FILES]
     return result
 
 
@@ -368,7 +372,7 @@ def synthetic_table(folder: str | Path, *, n_train: int = 400, n_test: int = 100
                                    methods=methods, options=options, out=folder / "table", progress=progress)
     result["synthetic"] = {"n_train": n_train, "n_test": n_test, "n_shift": n_shift, "shape": list(shape),
                            "epochs": epochs, "transfer_epochs": transfer_epochs, "freeze": freeze, **cost}
-    (folder / "table" / "table.json").write_text(json.dumps(result, indent=1, default=str))
+    ResultFolder(folder / "table").file("table.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 
 

@@ -181,3 +181,27 @@ def test_learning_curve_runs_and_fits(data, tmp_path):
     assert [p["N"] for p in res["points"]] == [16, 32, 48] and res["held_out"] == 24
     assert set(res["fit"]) == {"a", "b", "c"} and "N" in res["target"]
     assert (tmp_path / "lc" / "learning-curve.png").is_file()
+
+
+def test_results_never_replace_a_users_file(data, tmp_path):
+    """evaluate/export write beside the user's files: a name the project did not write there is
+    refused before any work and left as it was; the project's own results are replaced on a rerun."""
+    root, store, res = data
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "metrics.json").write_text("my numbers")
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="metrics.json exists and was not written by factory"):
+        evaluate(res.model, store.path, folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "notes.txt"]
+    assert (folder / "metrics.json").read_text() == "my numbers"
+    (folder / "metrics.json").unlink()
+    first = evaluate(res.model, store.path, folder)
+    again = evaluate(res.model, store.path, folder)  # its own files: replaced
+    assert first["per_label"] == again["per_label"] and (folder / "notes.txt").read_text() == "mine"
+    assert json.loads((folder / "metrics.json").read_text())["samples"] == again["samples"]
+    paper = tmp_path / "paper.pt2"
+    paper.write_text("not an exported program")
+    with pytest.raises(OutputError, match="not a ZIP file"):
+        export_model(res.model, paper)
+    assert paper.read_text() == "not an exported program"

@@ -245,6 +245,16 @@ def test_cli_verify_finds_what_it_used_to_call_clean(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+def test_verify_names_exactly_the_samples_of_a_damaged_done_chunk(tmp_path):
+    path = tmp_path / "s.zarr"
+    blobs_store(path, samples=32)
+    fault_injection._flip(path, "done", 1)
+    damage = DatasetStore.open(path, partial=True).verify()
+    assert [(d.array, d.chunk, d.samples) for d in damage] == [("done", 1, (4, 8))], damage
+    proc = run_cli("info", str(path), "--verify")
+    assert proc.returncode == 1 and "done chunk 1, samples 4..7: unreadable" in proc.stdout, proc.stdout
+
+
 # -- 8: the split is part of the store from its creation ---------------------------------------
 def test_preprocessed_store_is_created_with_its_split_or_not_at_all(tmp_path, monkeypatch):
     src = tmp_path / "s.zarr"

@@ -10,6 +10,7 @@ import numpy as np
 import typer
 
 from factory.errors import FactoryError
+from factory.outputs import check_file_output
 
 # what bad input raises (a config, a quaternion, a shape, an unwritable --out); anything else is
 # a bug in the project and keeps its traceback
@@ -71,6 +72,8 @@ def pattern_cmd(
         else:
             q = np.array([1.0, 0.0, 0.0, 0.0])
         cfg = _load(preset, config, set_)
+        out = check_file_output(out, "png") if out is not None else None  # before any work
+        npy = check_file_output(npy, "npy") if npy is not None else None
         res = pattern(shape, radius, q, cfg)
         if out is not None:
             _save_png(out, res, shape, radius, q, cfg)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from factory.config import SIZES
-from factory.errors import ConfigError
+from factory.errors import ConfigError, OutputError
+from factory.outputs import ResultFolder
 from factory.plots import plot_param_hist, plot_samples
 from factory.store import DatasetStore
 
@@ -109,8 +110,11 @@ def run_quickstart(
     """Run every stage on the ``size`` presets and write ``out/report.md``; returns its path."""
     if size not in SIZES:
         raise ConfigError(f"quickstart size {size!r}: choose one of {', '.join(SIZES)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = ResultFolder(out, ("report.md",))  # before any work
+    out = folder.path
+    if out.is_dir() and any(out.iterdir()) and not folder.wrote("report.md"):
+        raise OutputError(f"{out} holds files and is not a quickstart folder; choose a new or empty --out")
+    report = folder.file("report.md")  # marks the folder as a quickstart's from the start (a rerun continues it)
     ctx = Context(out=out, size=size, workers=workers, progress=progress)
     sections = []
     t_all = time.perf_counter()
@@ -120,7 +124,6 @@ def run_quickstart(
         ctx.timings[name] = time.perf_counter() - t0
     total = time.perf_counter() - t_all
     timing = "\n".join(f"| {k} | {v:.1f} |" for k, v in ctx.timings.items())
-    report = out / "report.md"
     report.write_text(
         "# Data factory quickstart report\n\n"
         f"Host: {platform.node()} ({platform.machine()}, {platform.python_version()}); "

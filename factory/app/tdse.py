@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from factory.errors import FactoryError
+from factory.outputs import check_file_output
 
 app = typer.Typer(help="2D TDSE (H2+, HeH+): ground states and momentum distributions.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -98,12 +99,15 @@ def pmd_cmd(
 
     from factory.tdse.api import momentum_distribution, resolution_warnings
 
+    out = _run(lambda: check_file_output(out, "png")) if out is not None else None  # before any work
+    npz = _run(lambda: check_file_output(npz, "npz")) if npz is not None else None
     res = _run(lambda: momentum_distribution(molecule, R, intensity, cep, alpha, preset, **_overrides(set_, backend)))
     files = {}
     if out is not None:
-        from factory.tdse.figures import plot_pmd
+        from factory.plots import save
+        from factory.tdse.figures import pmd_figure
 
-        files["png"] = str(_run(lambda: plot_pmd(res, out)))
+        files["png"] = str(_run(lambda: save(pmd_figure(res), out)))
     if npz is not None:
         np.savez_compressed(npz, pmd=res.pmd, kx=res.kx, ky=res.ky, dp_dkx=res.dp_dkx)
         files["npz"] = str(npz)

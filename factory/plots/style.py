@@ -16,6 +16,7 @@ A unit ``""`` means dimensionless (written "(dimensionless)" on an axis), ``None
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ..outputs import check_file_output, ensure_writable_parent, staging_name  # noqa: E402
 
 #: units of the labels the simulators and networks use, for figures made without a store (the
 #: stores carry their own: attrs.factory.simulator.units); "" = dimensionless
@@ -155,11 +158,20 @@ def colorbar(fig, ax, mappable, label: str, fontsize: float = 7, **kw):
 
 
 def save(fig, out: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as PNG (creating the folder) and close it."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+    """Write ``fig`` as PNG (creating the folder) and close it.  An existing file is replaced
+    only when it is a PNG (:func:`factory.outputs.check_file_output`), and only once the new one is
+    written whole."""
+    try:
+        out = check_file_output(out)
+        ensure_writable_parent(out)
+        tmp = staging_name(out)
+        try:
+            fig.savefig(tmp, dpi=dpi, format="png")
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        plt.close(fig)
     return out
 
 

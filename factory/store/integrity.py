@@ -107,8 +107,7 @@ class IntegrityChecks:
         except StoreError as exc:
             return [Damage("zarr.json", -1, (0, n), str(exc).split(": ", 1)[-1])]
         damage: list[Damage] = []
-        done = self._read_or_damage("done", slice(None), (0, n), damage)
-        done = np.ones(n, dtype=bool) if done is None else np.asarray(done, dtype=bool)
+        done = self._read_done(damage)
         if not done.all():
             missing = np.flatnonzero(~done)
             damage.append(Damage("done", -1, (int(missing[0]), int(missing[-1]) + 1),
@@ -167,6 +166,22 @@ class IntegrityChecks:
                 want = read_want(ci)
                 if want is not None and got.tobytes() != want.tobytes():
                     damage.append(Damage(copy, ci, (s, e), f"differs from {name} (the copy for xarray was altered)"))
+
+    def _read_done(self, damage: list) -> np.ndarray:
+        """``done``, read chunk by chunk when it cannot be read whole, so ``damage`` names exactly
+        the unreadable chunks and their samples; those samples count as done (the other arrays
+        are then checked for them)."""
+        arr = self.group["done"]
+        try:
+            return np.asarray(arr[:], dtype=bool)
+        except Exception:  # a damaged chunk: found and named below
+            pass
+        done = np.ones(self.n_samples, dtype=bool)
+        for ci, (s, e) in enumerate(self.blocks()):
+            values = self._read_or_damage(arr, slice(s, e), (s, e), damage, chunk=ci)
+            if values is not None:
+                done[s:e] = values
+        return done
 
     def _chunk_reader(self, arr, present: set[int], damage: list):
         """``read(ci)``: the values of chunk ``ci`` of the raw array ``arr`` (None when unreadable,

@@ -24,6 +24,8 @@ import numpy as np
 from factory.compute import Executor, resolve_executor
 from factory.errors import ConfigError
 from factory.logs import get_logger
+from factory.outputs import ResultFolder
+from factory.plots import save
 from factory.store import DatasetStore
 
 from ..features import EXTRACTORS, hog_cell, store_features, work_s
@@ -163,6 +165,10 @@ def score(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> dict[str,
                 "median_ae": float(np.median(np.abs(pred[k] - true[k])))} for k in true}
 
 
+#: what :func:`run_baselines` writes into ``out``
+RESULT_FILES = ("predictions.npz", "pred-vs-true.png", "baselines.json", "baselines.md")
+
+
 def run_baselines(train_store: str | Path, test_store: str | Path | None = None, *, methods: list[str] | None = None,
                   labels: list[str] | None = None, out: str | Path | None = None,
                   references: list[str | Path] = (), options: BaselineOptions | None = None,
@@ -170,6 +176,7 @@ def run_baselines(train_store: str | Path, test_store: str | Path | None = None,
     """Fit every method on ``train_store`` and score it on ``test_store`` (default: the training
     store's own test split); writes baselines.json, baselines.md, predictions.npz and
     pred-vs-true.png into ``out`` when given."""
+    folder = ResultFolder(out, RESULT_FILES) if out is not None else None  # before any work
     labels = list(labels or ["R"])
     opts = options or BaselineOptions()
     same = test_store is None or Path(test_store).resolve() == Path(train_store).resolve()
@@ -194,15 +201,13 @@ def run_baselines(train_store: str | Path, test_store: str | Path | None = None,
             "references_or_train": b.timing[m].n_train, **({"no_keypoints": p["no_keypoints"]} if "no_keypoints" in p else {})}
     report["wall_s"] = time.perf_counter() - t_all
     report["where"] = b.describe()
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        np.savez(out / "predictions.npz", index=test.indices, **{f"true_{k}": v for k, v in test.labels.items()},
+    if folder is not None:
+        np.savez(folder.file("predictions.npz"), index=test.indices, **{f"true_{k}": v for k, v in test.labels.items()},
                  **{f"pred_{m}_{k}": v for m in b.methods for k, v in preds[m]["pred"].items()})
         report["figure"] = str(plot_methods(test.labels, {m: preds[m]["pred"] for m in b.methods}, labels[0],
-                                            out / "pred-vs-true.png"))
-        (out / "baselines.json").write_text(json.dumps(report, indent=1, default=str))
-        (out / "baselines.md").write_text(markdown_report(report))
+                                            folder.file("pred-vs-true.png")))
+        folder.file("baselines.json").write_text(json.dumps(report, indent=1, default=str))
+        folder.file("baselines.md").write_text(markdown_report(report))
     return report
 
 
@@ -238,9 +243,7 @@ def plot_methods(true: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndar
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path, dpi=100)
 
 
 __all__ = ["Baselines", "MethodTiming", "markdown_report", "plot_methods", "run_baselines", "score"]

@@ -15,6 +15,7 @@ import numpy as np
 from factory.compute import Executor, resolve_executor
 from factory.errors import StoreError
 from factory.logs import get_logger
+from factory.outputs import ResultFolder
 
 from .model import QUAT, ForwardModel, relative_error, to_params
 from .simplex import FitResult, FitSettings, fit_image
@@ -70,6 +71,7 @@ def forward_fit(targets: np.ndarray, model: ForwardModel, settings: FitSettings 
     """
     s = (settings or FitSettings()).check()
     targets = _check_targets(targets, model, truths)
+    folder = ResultFolder(out, ("fig4b.png", "forward_fit.json")) if out is not None else None  # before any work
     sec_per_sim = _seconds_per_simulation(model)
     evaluations = s.starts * (1.5 * s.iterations + 5) + 1.5 * s.polish  # about 1.5 per Nelder-Mead iteration
     ex = executor if executor is not None else resolve_executor(
@@ -97,12 +99,10 @@ def forward_fit(targets: np.ndarray, model: ForwardModel, settings: FitSettings 
     if network is not None:
         report["network"] = _network_beside(network, network_images if network_images is not None else targets,
                                             truths, model, sec_per_sim)
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+    if folder is not None:
         if "curve" in report:
-            report["figure"] = str(plot_fig4b(report["curve"], report.get("network"), out / "fig4b.png"))
-        (out / "forward_fit.json").write_text(json.dumps(report, indent=1, default=jsonable))
+            report["figure"] = str(plot_fig4b(report["curve"], report.get("network"), folder.file("fig4b.png")))
+        folder.file("forward_fit.json").write_text(json.dumps(report, indent=1, default=jsonable))
     return report
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from factory.errors import StoreError
+from factory.outputs import ResultFolder
 from factory.store import Split
 
 from .fig4b import forward_fit, jsonable
@@ -73,7 +74,7 @@ def forward_fit_store(store: str | Path, out: str | Path | None = None, *, n: in
     rep["store"] = str(ds.path)
     rep["indices"] = idx.tolist()
     if out is not None:
-        (Path(out) / "forward_fit.json").write_text(json.dumps(rep, indent=1, default=jsonable))
+        ResultFolder(out).file("forward_fit.json").write_text(json.dumps(rep, indent=1, default=jsonable))
     return rep
 
 

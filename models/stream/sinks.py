@@ -15,7 +15,7 @@ import zarr
 import zmq
 
 from factory.errors import OutputError
-from factory.outputs import is_factory_zarr, staged_output, user_path
+from factory.outputs import check_file_output, is_factory_zarr, staged_output, user_path
 from factory.store import consolidate
 
 
@@ -300,24 +300,13 @@ def open_pub(endpoint: str, protocol: str, labels: list[str], pattern: str | Non
     raise ValueError(f"--pub-protocol {protocol!r}: choose msgpack or karabo")
 
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
 def check_png(path: str | Path, overwrite: bool) -> Path:
     """The PNG's absolute path; an existing file is replaced only with ``overwrite`` and only when
     it is a PNG (never a user's other file, a folder or a symlink)."""
     path = user_path(path)
-    if path.exists() or path.is_symlink():
-        if not overwrite:
-            raise OutputError(f"{path} already exists; pass --overwrite to replace it")
-        if path.is_symlink() or not path.is_file() or _head(path) != PNG_MAGIC:
-            raise OutputError(f"{path} exists and is not a PNG file; refusing to replace it")
-    return path
-
-
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(len(PNG_MAGIC))
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+    return check_file_output(path, "png")
 
 
 class PngSink:
