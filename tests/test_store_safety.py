@@ -320,3 +320,19 @@ def test_fault_injection_every_damage_detected_and_refused(tmp_path):
     assert t["detected"] == t["damages"], [r for r in res["rows"] if r["verify"] == "MISSED"]
     assert t["refused by every reader"] == t["damages"], [
         r for r in res["rows"] if set(r["readers"].values()) != {"refused"}]
+
+
+# -- sizes checked before allocating: derived steps refuse what memory cannot hold -------------
+@pytest.mark.parametrize("args", [
+    ["process", "interpolate", "{src}", "--out", "{out}", "--axes", "amp0,x0", "--samples", str(10**12)],
+    ["process", "interpolate", "{src}", "--out", "{out}", "--axes", "amp0,x0", "--samples", str(10**9)],
+    ["process", "augment", "{src}", "--out", "{out}", "--factor", str(10**8)],
+])
+def test_oversized_derived_stores_are_refused_before_allocating(tmp_path, args):
+    src, out = tmp_path / "s.zarr", tmp_path / "o.zarr"
+    blobs_store(src, samples=32)
+    before = tree(src)
+    proc = run_cli(*[a.format(src=src, out=out) for a in args], timeout=120)
+    assert proc.returncode == 2 and str(src) in error_line(proc)
+    assert "samples" in error_line(proc) and "MemoryError" not in proc.stderr
+    assert not out.exists() and tree(src) == before

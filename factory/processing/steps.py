@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..simulators import Coord, rng_for
-from ..store import DatasetStore, StoreLike, lineage_entry
+from ..store import DatasetStore, StoreLike, check_memory_for, lineage_entry
 from . import augment as aug
 from . import description, focal, interpolate, preprocess
 from .description import Description, DescriptionError
@@ -217,6 +217,8 @@ def interpolate_store(sources: list[StoreLike], out: StoreLike, *, axes: list[st
     if targets is None:
         if not samples:
             raise StoreError("give the number of samples to interpolate or the target points")
+        # targets drawn twice over, then weights, indices and labels for each
+        check_memory_for(samples, 8 * (6 * len(axes) + len(p) + 4), f"interpolate {src.first.path}")
         targets = interpolate.sample_inside_hull(points, samples, rng_for(seed, 0, 3))
     targets = np.asarray(targets, dtype=np.float64).reshape(-1, len(axes))
     try:
@@ -388,6 +390,8 @@ def augment_store(source: StoreLike, out: StoreLike, *, factor: int = 11, seed: 
     if only_split not in (*names, "all"):
         raise StoreError(f"only_split {only_split!r}: choose train, validation, test or all")
     grow = np.ones(st.n_samples, bool) if only_split == "all" else codes == names[only_split]
+    check_memory_for(int(grow.sum()) * factor + int((~grow).sum()), 8 * (len(st.param_names) + 6),
+                     f"augment {st.path} x{factor}")
     copies = np.where(grow, factor, 1)
     source_index = np.repeat(np.arange(st.n_samples), copies)
     k_in = np.concatenate([np.arange(c) for c in copies])

@@ -16,6 +16,24 @@ from .schema import (ATTR, MAX_DIGEST_ARRAYS, RESERVED, SCHEMA_VERSION, code_ver
                      create_arrays, digest, is_int, root_copy_names)
 
 
+#: the most samples one store may hold (the configs' limit too)
+MAX_SAMPLES = 10**9
+
+
+def check_memory_for(n: int, bytes_per_sample: int, what: str) -> None:
+    """Refuse, before allocating, ``n`` new samples whose per-sample bookkeeping (labels,
+    indices, weights: ``bytes_per_sample`` in memory) would not fit: more than
+    :data:`MAX_SAMPLES`, or more than half the memory available now (one ``StoreError``)."""
+    import psutil
+
+    if n > MAX_SAMPLES:
+        raise StoreError(f"{what}: {n} samples; a store holds at most {MAX_SAMPLES}")
+    need, have = n * bytes_per_sample, psutil.virtual_memory().available
+    if need > have // 2:
+        raise StoreError(f"{what}: {n} samples need {need / 2**30:.1f} GiB of memory for their labels and indices; "
+                         f"{have / 2**30:.1f} GiB is available (use fewer samples)")
+
+
 def validate_new(
     path: Path,
     *,
@@ -31,6 +49,8 @@ def validate_new(
     """Every check :meth:`create` makes before writing anything; returns the chunk size."""
     if not is_int(n_samples) or not is_int(chunk) or n_samples < 1 or chunk < 1:
         raise StoreError(f"{path}: need n_samples >= 1 and chunk >= 1 (got {n_samples}, {chunk})")
+    if n_samples > MAX_SAMPLES:
+        raise StoreError(f"{path}: {n_samples} samples; a store holds at most {MAX_SAMPLES}")
     chunk = min(chunk, n_samples)
     shape = tuple(len(c.values) for c in coords)
     nbytes_chunk = chunk * int(np.prod(shape)) * np.dtype(dtype).itemsize
