@@ -30,6 +30,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from pathlib import Path
 
 from .errors import OutputError
@@ -263,6 +264,26 @@ class ResultFolder:
             tmp.write_text(json.dumps({"schema": "factory.result-files/1", "files": sorted(self._ours)}, indent=1))
             os.replace(tmp, self.path / RESULT_FILES)
         return self.path / name
+
+    def write(self, name: str, writer: Callable[[Path], Any]) -> Path:
+        """Write ``name`` whole: ``writer(tmp)`` fills a hidden temporary beside it (of the same
+        suffix), renamed onto ``name`` only once it returned; a kill leaves the old file."""
+        path = self.file(name)
+        tmp = path.with_name(f"{staging_name(path).name}{path.suffix}")
+        try:
+            writer(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.write(name, lambda tmp: tmp.write_text(text))
+
+    def savez(self, name: str, **arrays: Any) -> Path:
+        import numpy as np
+
+        return self.write(name, lambda tmp: np.savez(tmp, **arrays))
 
 
 #: the first bytes of each kind of lone file the project writes (what it may replace)

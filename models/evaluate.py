@@ -298,8 +298,8 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
     if card.task == "classify":
         true_c, pred_c = _classifier_scores(card, y, raw, res)
         if folder:
-            np.savez(folder.file(f"predictions{tag}.npz"), index=order, true_class=true_c, pred_class=pred_c)
-            folder.file(f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
+            folder.savez(f"predictions{tag}.npz", index=order, true_class=true_c, pred_class=pred_c)
+            folder.write_text(f"metrics{tag}.json", json.dumps(res, indent=1))
         return res
     scaled = pred_obj.scaling.inverse(raw) if pred_obj.scaling else raw
     pred = {n: scaled[:, j] for j, n in enumerate(names)}
@@ -323,9 +323,9 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
             true, pred, folder.file(f"pred-vs-true{tag}.png"), title=_model_name(model), units=units,
             mean_predictor_mae={n: v["mae_mean_predictor"] for n, v in res["per_label"].items()}))
         figs["errors"] = str(plot_error_hist(true, pred, folder.file(f"errors{tag}.png"), units=units))
-        np.savez(folder.file(f"predictions{tag}.npz"), index=order, **{f"true_{n}": true[n] for n in names},
+        folder.savez(f"predictions{tag}.npz", index=order, **{f"true_{n}": true[n] for n in names},
                  **{f"pred_{n}": pred[n] for n in names})
-        folder.file(f"metrics{tag}.json").write_text(json.dumps(res, indent=1))
+        folder.write_text(f"metrics{tag}.json", json.dumps(res, indent=1))
     return res
 
 

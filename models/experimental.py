@@ -200,7 +200,7 @@ def reconstruct_experimental(model: str | Path, out: str | Path, *, names=("bark
               "figure": str(fig), "attribution": ATTRIBUTION,
               "images": [{k: v for k, v in r.items() if k not in ("measured", "resimulated", "refined_image")}
                          for r in rows]}
-    folder.file("fig5.json").write_text(json.dumps(result, indent=1))
+    folder.write_text("fig5.json", json.dumps(result, indent=1))
     return result
 
 

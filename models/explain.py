@@ -311,12 +311,11 @@ def explain_store(model: str | Path, store: str | Path, out: str | Path, *, meth
         titles.append(f"#{int(i)} {method}: {p} (true {t})")
     pngs = save_overlays(images, maps, folder, titles=titles, prefix=method, frame=image_frame(ds),
                          map_label=map_label(method, ex, units.get(ex.label) if ex.label else None))
-    maps_file = folder.file(f"{method}-maps.npz")
-    np.savez(maps_file, index=idx, maps=maps, prediction=pred)
+    maps_file = folder.savez(f"{method}-maps.npz", index=idx, maps=maps, prediction=pred)
     res = {"model": str(model), "store": str(ds.path), "method": method, "samples": idx.tolist(),
            "seconds_per_image": dt / len(idx), "figures": [str(p) for p in pngs], "maps": str(maps_file),
            "titles": titles}
-    folder.file(f"{method}.json").write_text(json.dumps(res, indent=1))
+    folder.write_text(f"{method}.json", json.dumps(res, indent=1))
     return res
 
 
@@ -407,8 +406,8 @@ def occlusion_dictionary(model: str | Path, store: str | Path, out: str | Path |
     if folder is not None:
         res["figure"] = str(_dictionary_figure(parts, masks, classes, folder.file(names[0]),
                                                _input_scale(ex.model_card().preprocessing)))
-        np.savez(folder.file(names[1]), masks=masks, parts=parts, classes=classes, samples=dict_idx[keep])
-        folder.file(names[2]).write_text(json.dumps(res, indent=1))
+        folder.savez(names[1], masks=masks, parts=parts, classes=classes, samples=dict_idx[keep])
+        folder.write_text(names[2], json.dumps(res, indent=1))
     return res
 
 

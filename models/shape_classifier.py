@@ -337,7 +337,7 @@ def run(recipe: Recipe, out: str | Path | None = None, progress: bool = True,
     }
     if out is not None:
         result["model"] = str(save_classifier(results.path / "model", model, recipe, history))
-        results.file("result.json").write_text(json.dumps(result, indent=1))
+        results.write_text("result.json", json.dumps(result, indent=1))
     return result
 
 

@@ -169,9 +169,9 @@ def transferability_table(train_store: str | Path, test_store: str | Path | None
     result["checks"] = qualitative_checks(result)
     result["wall_s"] = time.perf_counter() - t_all
     if folder is not None:
-        folder.file("table.md").write_text(markdown_table(result))
-        write_csv(result, folder.file("table.csv"))
-        folder.file("table.json").write_text(json.dumps(result, indent=1, default=str))
+        folder.write_text("table.md", markdown_table(result))
+        folder.write("table.csv", lambda tmp: write_csv(result, tmp))
+        folder.write_text("table.json", json.dumps(result, indent=1, default=str))
         result["files"] = [str(folder.path / f) for f in RESULT_FILES]
     return result
 
@@ -372,7 +372,7 @@ def synthetic_table(folder: str | Path, *, n_train: int = 400, n_test: int = 100
                                    methods=methods, options=options, out=folder / "table", progress=progress)
     result["synthetic"] = {"n_train": n_train, "n_test": n_test, "n_shift": n_shift, "shape": list(shape),
                            "epochs": epochs, "transfer_epochs": transfer_epochs, "freeze": freeze, **cost}
-    ResultFolder(folder / "table").file("table.json").write_text(json.dumps(result, indent=1, default=str))
+    ResultFolder(folder / "table").write_text("table.json", json.dumps(result, indent=1, default=str))
     return result
 
 

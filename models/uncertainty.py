@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch

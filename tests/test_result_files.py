@@ -91,3 +91,19 @@ def test_cli_refuses_a_users_file_before_any_work(tmp_path):
         assert [text.read_text(), npz.read_text(), npy.read_text()] == ["mine", "my own pmd.npz, not numpy's",
                                                                          "mine too"], args
         assert sorted(os.listdir(tmp_path)) == ["image.npy", "notes.txt", "pmd.npz"], args
+
+
+def test_a_result_is_written_whole_or_not_at_all(tmp_path):
+    folder = ResultFolder(tmp_path / "r", ["a.json", "p.npz"])
+    folder.write_text("a.json", "old")
+
+    def dies(tmp):
+        tmp.write_text("half of the new")
+        raise KeyboardInterrupt  # killed while writing
+
+    with pytest.raises(KeyboardInterrupt):
+        folder.write("a.json", dies)
+    assert (tmp_path / "r" / "a.json").read_text() == "old"
+    assert sorted(os.listdir(tmp_path / "r")) == [RESULT_FILES, "a.json"]  # no temporary left
+    path = folder.savez("p.npz", x=np.arange(3))
+    assert path.name == "p.npz" and np.load(path)["x"].tolist() == [0, 1, 2]

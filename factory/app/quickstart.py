@@ -114,7 +114,7 @@ def run_quickstart(
     out = folder.path
     if out.is_dir() and any(out.iterdir()) and not folder.wrote("report.md"):
         raise OutputError(f"{out} holds files and is not a quickstart folder; choose a new or empty --out")
-    report = folder.file("report.md")  # marks the folder as a quickstart's from the start (a rerun continues it)
+    folder.file("report.md")  # marks the folder as a quickstart's from the start (a rerun continues it)
     ctx = Context(out=out, size=size, workers=workers, progress=progress)
     sections = []
     t_all = time.perf_counter()
@@ -124,11 +124,11 @@ def run_quickstart(
         ctx.timings[name] = time.perf_counter() - t0
     total = time.perf_counter() - t_all
     timing = "\n".join(f"| {k} | {v:.1f} |" for k, v in ctx.timings.items())
-    report.write_text(
+    return folder.write_text(
+        "report.md",
         "# Data factory quickstart report\n\n"
         f"Host: {platform.node()} ({platform.machine()}, {platform.python_version()}); "
         f"finished {time.strftime('%Y-%m-%d %H:%M:%S')}; total {total:.1f} s.\n\n"
         + "\n".join(sections)
         + "\n## Stage timings\n\n| stage | seconds |\n| --- | --- |\n" + timing + "\n"
     )
-    return report

@@ -13,7 +13,6 @@ detector's pixel centres in mm), float32.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np

@@ -202,12 +202,12 @@ def run_baselines(train_store: str | Path, test_store: str | Path | None = None,
     report["wall_s"] = time.perf_counter() - t_all
     report["where"] = b.describe()
     if folder is not None:
-        np.savez(folder.file("predictions.npz"), index=test.indices, **{f"true_{k}": v for k, v in test.labels.items()},
+        folder.savez("predictions.npz", index=test.indices, **{f"true_{k}": v for k, v in test.labels.items()},
                  **{f"pred_{m}_{k}": v for m in b.methods for k, v in preds[m]["pred"].items()})
         report["figure"] = str(plot_methods(test.labels, {m: preds[m]["pred"] for m in b.methods}, labels[0],
                                             folder.file("pred-vs-true.png")))
-        folder.file("baselines.json").write_text(json.dumps(report, indent=1, default=str))
-        folder.file("baselines.md").write_text(markdown_report(report))
+        folder.write_text("baselines.json", json.dumps(report, indent=1, default=str))
+        folder.write_text("baselines.md", markdown_report(report))
     return report
 
 

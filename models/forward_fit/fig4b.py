@@ -102,7 +102,7 @@ def forward_fit(targets: np.ndarray, model: ForwardModel, settings: FitSettings 
     if folder is not None:
         if "curve" in report:
             report["figure"] = str(plot_fig4b(report["curve"], report.get("network"), folder.file("fig4b.png")))
-        folder.file("forward_fit.json").write_text(json.dumps(report, indent=1, default=jsonable))
+        folder.write_text("forward_fit.json", json.dumps(report, indent=1, default=jsonable))
     return report
 
 

@@ -74,7 +74,7 @@ def forward_fit_store(store: str | Path, out: str | Path | None = None, *, n: in
     rep["store"] = str(ds.path)
     rep["indices"] = idx.tolist()
     if out is not None:
-        ResultFolder(out).file("forward_fit.json").write_text(json.dumps(rep, indent=1, default=jsonable))
+        ResultFolder(out).write_text("forward_fit.json", json.dumps(rep, indent=1, default=jsonable))
     return rep
 
 
