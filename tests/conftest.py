@@ -49,3 +49,30 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# -- the end of the test process ---------------------------------------------------------------
+# Once (1 of 3 clean-clone runs, 2026-11-30) the pytest process died with SIGSEGV *after*
+# printing "584 passed", while the interpreter finalized: it holds daemon threads of zarr's
+# event loop, Dask and asyncio beside torch, Ray and zmq state from hundreds of in-process tests.
+# No command of the project has shown this (every CLI test checks the exit status).  So the test
+# process ends with pytest's own exit status once pytest has reported everything and run its own
+# teardown, after shutting down what it still holds, instead of finalizing those libraries.
+_SESSION: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _SESSION["exitstatus"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if "exitstatus" not in _SESSION or os.environ.get("FACTORY_TESTS_FINALIZE") == "1":
+        return  # FACTORY_TESTS_FINALIZE=1: finalize normally (to look for such crashes)
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
+    if "zarr.core.sync" in sys.modules:
+        sys.modules["zarr.core.sync"].cleanup_resources()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_SESSION["exitstatus"])
