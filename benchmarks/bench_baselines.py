@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--address", default=None)
     args = ap.parse_args()
 
+    from records import record  # benchmarks/records.py (the script's folder is on sys.path); notes the load now
+
     from models.baselines import BaselineOptions, run_baselines
     from models.shifted_synthetic import make_pmd_store
 
@@ -50,9 +52,20 @@ def main() -> None:
           f"{args.n_test} test images of {shape[0]} x {shape[1]} (made in {t_data:.1f} s); parallel={args.parallel}")
     base = rep["methods"]["mse"]
     print(f"{'method':<10} {'MAE R':>8} {'train s':>9} {'x MSE':>8} {'predict ms/img':>15} {'x MSE':>8}")
+    figures, rows = {}, []
     for m, r in rep["methods"].items():
         print(f"{m:<10} {r['scores']['R']['mae']:>8.4f} {r['train_s']:>9.2f} {r['train_s'] / base['train_s']:>8.1f} "
               f"{r['ms_per_image']:>15.2f} {r['ms_per_image'] / base['ms_per_image']:>8.1f}")
+        figures.update({f"{m}_mae_R": r["scores"]["R"]["mae"], f"{m}_train": (r["train_s"], "s"),
+                        f"{m}_train_over_mse": (r["train_s"] / base["train_s"], "x"),
+                        f"{m}_predict": (r["ms_per_image"], "ms/image"),
+                        f"{m}_predict_over_mse": (r["ms_per_image"] / base["ms_per_image"], "x")})
+        rows.append([m, round(r["scores"]["R"]["mae"], 4), f"{r['train_s']:.2f} s ({r['train_s'] / base['train_s']:.1f})",
+                     f"{r['ms_per_image']:.2f} ms ({r['ms_per_image'] / base['ms_per_image']:.1f})"])
+    record("baselines", title="Classical baselines", figures=figures,
+           table={"title": f"{args.n_train} training and {args.n_test} test images of {shape[0]} x {shape[1]}, "
+                           f"parallel={args.parallel}",
+                  "columns": ["method", "MAE R", "training (x MSE)", "prediction per image (x MSE)"], "rows": rows})
 
 
 if __name__ == "__main__":

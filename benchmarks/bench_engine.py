@@ -36,6 +36,7 @@ from factory.compute.ray_executor import WORKER_NICENESS
 from factory.config import load_config
 from factory.engine import compute_block, generate
 from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
+from records import record  # benchmarks/records.py: writes benchmarks/records/engine.json
 
 
 def load() -> float:
@@ -127,6 +128,36 @@ def speedup(tmp: Path, cfg, rounds: int) -> dict:
     }
 
 
+def write_record(res: dict) -> None:
+    """benchmarks/records/engine.json: the figures printed below, per-round seconds as a table."""
+    s = res["speedup"]
+    slug = lambda k: k.replace(", ", "_").replace(" ", "_")  # noqa: E731  "actors, 1 worker" -> "actors_1_worker"
+    figures = {"overhead_per_sample": (res["overhead"]["overhead_ms_per_sample"], "ms")}
+    for m, v in s["speedup_1_to_2"].items():
+        figures[f"speedup_1_to_2_{m}_median"] = (v["median"], "x")
+    figures["engine_vs_plain_loop_1_actor"] = (s["engine_vs_direct_1_worker"], "")
+    for k, v in s["seconds"].items():
+        figures[f"{slug(k)}_median"] = (round(statistics.median(v), 2), "s")
+    for k, v in s["worker_compute_seconds"].items():  # compute_s / (workers x wall), median over the rounds
+        mode, workers = k.split(", ")[0], int(k.split(", ")[1].split()[0])
+        busy = [100 * c / (workers * t) for c, t in zip(v, s["seconds"][k])]
+        figures[f"worker_busy_{mode}_{workers}"] = (round(statistics.median(busy), 1), "%")
+    for q in ("min", "median", "max"):
+        figures[f"load_{q}"] = s["load"][q]
+    rounds = len(next(iter(s["seconds"].values())))
+    rows = [[k] + v + [round(statistics.median(v), 2),
+                       ", ".join(f"{c:.2f}" for c in s["worker_compute_seconds"].get(k, [])) or None]
+            for k, v in s["seconds"].items()]
+    cfg = s["config"]
+    record("engine", title="Generation engine: plain loop, warm actors and tasks, 1 and 2 workers",
+           figures=figures,
+           table={"title": f"{cfg['kind']}: {cfg['samples']} samples in blocks of {cfg['chunk']}; seconds per round "
+                           f"(Ray workers at nice {res['worker_niceness']})",
+                  "columns": ["variant"] + [f"round {r + 1} (s)" for r in range(rounds)]
+                             + ["median (s)", "blocks computed in the workers per round (s)"],
+                  "rows": rows})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="blobs/small", help="preset of the CPU-bound generation")
@@ -153,6 +184,7 @@ def main() -> None:
     cfg = heavy_config(args.config, args.seconds, args.chunk)
     res["speedup"] = speedup(tmp, cfg, args.rounds)
     ray.shutdown()
+    write_record(res)
     if args.json:
         print(json.dumps(res, indent=2))
         return

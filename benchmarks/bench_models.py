@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from records import record  # noqa: E402  benchmarks/records.py: writes benchmarks/records/models[_threads<N>].json
 
 from models.networks import build, count_parameters  # noqa: E402
 
@@ -86,6 +88,26 @@ def bench(name: str, device: torch.device, seconds: float) -> dict:
             "paper_epoch_images": epoch_images}
 
 
+def write_record(args, rows: list[dict], host: dict) -> None:
+    """benchmarks/records/models.json (``--threads N``: models_threads<N>.json): the rates printed below."""
+    figures, table = {}, []
+    for r in rows:
+        p = f"{r['network']}_{r['device']}"
+        figures.update({f"{p}_train": (r["train_images_per_s"], "images/s"),
+                        f"{p}_infer_b64": (r["infer_images_per_s_batch64"], "images/s"),
+                        f"{p}_latency_b1": (r["latency_ms_batch1"], "ms"), f"{p}_epoch": (r["epoch_s_paper_set"], "s")})
+        table.append([r["network"], r["device"], f"{r['parameters']:,}", round(r["train_images_per_s"], 1),
+                      round(r["infer_images_per_s_batch64"], 1), round(r["latency_ms_batch1"], 2),
+                      f"{r['epoch_s_paper_set']:.0f} s ({r['paper_epoch_images']:,})"])
+    name, title = "models", "Networks: training and inference speed"
+    if args.threads:
+        name, title = f"models_threads{args.threads}", f"{title}, {args.threads} torch thread" + "s" * (args.threads > 1)
+    record(name, title=title, figures=figures,
+           table={"title": f"torch threads {host['torch_threads']}" + (", --quick" if args.quick else ""),
+                  "columns": ["network", "device", "params", "train img/s", "infer img/s (b64)", "latency b1 (ms)",
+                              "epoch of the paper's set"], "rows": table})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="about 0.5 s per measurement")
@@ -102,6 +124,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "load_avg_1min": os.getloadavg()[0], "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "date": time.strftime("%Y-%m-%d")}
+    write_record(args, rows, host)
     if args.json:
         print(json.dumps({"host": host, "results": rows}, indent=1))
         return

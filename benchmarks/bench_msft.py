@@ -49,6 +49,7 @@ from factory.geometry import sample_fundamental  # noqa: E402
 from factory.msft.multislice import MSFTParams, amplitude, relative_difference  # noqa: E402
 from factory.msft.shapes import density  # noqa: E402
 from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
+from records import record  # benchmarks/records.py: writes benchmarks/records/msft.json
 
 N, VOXEL, PAD, CROP = 192, 318.75 / 192, 512, 128
 BEFORE = "d32a23f"  # the last revision with the two MSFT implementations (multislice.py, torch_msft.py)
@@ -255,6 +256,42 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"info": info, "paper_grid": rows, "summary": summary, "presets": presets,
                                          "gpu_images_per_s": gpu}, indent=2))
+    write_record(args, rows, summary, presets, gpu)
+
+
+def write_record(args, rows, summary, presets, gpu) -> None:
+    """benchmarks/records/msft.json: the summary printed above, a row per particle."""
+    t_ref = float(np.mean([r["t_reference_median_s"] for r in rows]))
+    figures = {"reference_mean": (t_ref, "s")}
+    for key, s in summary.items():
+        name = key.replace("/", "_").replace(" ", "_")
+        figures[f"{name}_mean"] = (1e3 * s["mean_time_s"], "ms")
+        if not key.endswith("before"):
+            figures[f"{name}_speedup_mean"] = (t_ref / s["mean_time_s"], "x")
+            figures[f"{name}_worst_speedup"] = (s["worst_speedup_median"], "x")
+            figures[f"{name}_max_rel_diff"] = s["max_rel_diff"]
+            if f"{key} before" in summary:
+                figures[f"{name}_after_over_before"] = s["mean_time_s"] / summary[f"{key} before"]["mean_time_s"]
+    for size, p in (presets or {}).items():
+        figures[f"preset_{size}_mean"] = (1e3 * p["mean_s"], "ms")
+        figures[f"preset_{size}_max"] = (1e3 * p["max_s"], "ms")
+    for method, rate in (gpu or {}).items():
+        figures[f"gpu_{method}_images_per_s"] = (rate, "images/s")
+    before = any(f"{m}/{b} before" in rows[0] for m, b in FAST)
+    columns = (["R (nm)", "reference (s)"] + [f"`{m}` {b}" + (" after / before (ms)" if before else " (ms)") for m, b in FAST]
+               + ["max rel. diff"])
+    table_rows = []
+    for r in rows:
+        cells = [r["radius_nm"], round(r["t_reference_median_s"], 3)]
+        for m, b in FAST:
+            after = f"{1e3 * r[f'{m}/{b}']['t_median_s']:.1f}"
+            old = r.get(f"{m}/{b} before")
+            cells.append(after + (f" / {1e3 * old['t_median_s']:.1f}" if old else ""))
+        table_rows.append(cells + [f"{max(r[f'{m}/{b}']['rel_diff'] for m, b in FAST):.1e}"])
+    record("msft", title="MSFT on the paper grid: this implementation, the one before it, and the plain numpy MSFT",
+           figures=figures,
+           table={"title": f"Per particle: median times, {args.threads} thread(s)"
+                           + (f"; before = {args.before}" if before else ""), "columns": columns, "rows": table_rows})
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def step_throughput(tmp: Path, workers: int) -> list[tuple[str, int, float, floa
     return rows
 
 
-def big_store_memory(tmp: Path, gb: float, limit_gb: float) -> None:
+def big_store_memory(tmp: Path, gb: float, limit_gb: float) -> dict:
     from distributed import Client, LocalCluster
 
     n = 512
@@ -143,6 +143,9 @@ def big_store_memory(tmp: Path, gb: float, limit_gb: float) -> None:
     print(f"preprocessed on dask.distributed, 2 workers x {per_worker:.2f} GiB limit: {t:.0f} s "
           f"({raw.n_samples / t:.1f} images/s); peak worker RSS {peak[0] / 2**30:.2f} GiB "
           f"(limit {limit_gb:.2f} GiB, store {raw.images.nbytes / 2**30:.2f} GiB)")
+    return {"big_store_size": (raw.images.nbytes / 2**30, "GiB"), "big_store_seconds": (t, "s"),
+            "big_store_images_per_s": (raw.n_samples / t, "images/s"), "big_store_peak_rss": (peak[0] / 2**30, "GiB"),
+            "big_store_memory_limit": (limit_gb, "GiB")}
 
 
 def main() -> None:
@@ -151,14 +154,24 @@ def main() -> None:
     ap.add_argument("--big-gb", type=float, default=0.0, help="also process a store of this many GiB")
     ap.add_argument("--limit-gb", type=float, default=1.0)
     args = ap.parse_args()
+    from records import record  # benchmarks/records.py (the script's folder is on sys.path); notes the load now
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-processing-"))
     try:
         print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPUs, Dask threads = {args.workers}")
         print(f"{'step':40s} {'images':>7s} {'numpy loop img/s':>17s} {'dask img/s':>11s} {'ratio':>6s}")
+        figures, rows = {}, []
         for name, n, tp, td in step_throughput(tmp, args.workers):
             print(f"{name:40s} {n:7d} {n / tp:17.1f} {n / td:11.1f} {tp / td:6.2f}")
+            key = name.split(" (")[0].replace("-", "_").replace(" ", "_")  # "focal-average (...)" -> focal_average
+            figures.update({f"{key}_loop": (n / tp, "images/s"), f"{key}_dask": (n / td, "images/s"),
+                            f"{key}_ratio": tp / td})
+            rows.append([name, n, round(n / tp, 1), round(n / td, 1), round(tp / td, 2)])
         if args.big_gb:
-            big_store_memory(tmp, args.big_gb, args.limit_gb)
+            figures.update(big_store_memory(tmp, args.big_gb, args.limit_gb))
+        record("processing", title="Processing steps", figures=figures,
+               table={"title": f"Dask threads = {args.workers}; each step with its default output chunk",
+                      "columns": ["step", "images", "numpy loop img/s", "dask step img/s", "ratio"], "rows": rows})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
+from records import record  # noqa: E402  benchmarks/records.py: writes benchmarks/records/refine_vs_simplex.json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -236,6 +237,23 @@ def main(argv=None) -> int:
           f"(pass / torch forward = {cost0['pass_over_torch_forward']:.2f}); "
           f"ratio of simulations to 0.37 %: {ratio if ratio is None else round(ratio, 1)}")
     print(f"wrote {out / 'refine_vs_simplex.json'} and {out / 'refine_vs_simplex.png'}; {report['wall_s']:.0f} s")
+    figures = {}
+    for name in ("simplex", "refine"):
+        s = summary[name]
+        if s["simulations_to_0.37%"] is not None:
+            figures[f"{name}_simulations_to_0.37%"] = (s["simulations_to_0.37%"], "simulations")
+        figures.update({f"{name}_final_median": (100 * s["final_median"], "%"),
+                        f"{name}_final_q95": (100 * s["final_q95"], "%"),
+                        f"{name}_simulations_run": (s["simulations_run"], "simulations"),
+                        f"{name}_seconds": (s["seconds_total"], "s")})
+    if ratio is not None:
+        figures["ratio_simulations_to_0.37%"] = (ratio, "x")
+    figures.update({"cost_per_pass": (cost, "simulations"),
+                    "pass_over_torch_forward": (cost0["pass_over_torch_forward"], "x"),
+                    "guess_median_error": (100 * float(np.median(guess_err.mean(1))), "%"),
+                    "refine_passes_per_image": (ref["passes_per_image"], "passes"), "wall": (report["wall_s"], "s")})
+    record("refine_vs_simplex", title="Gradient refinement against the Monte Carlo simplex", figures=figures,
+           command=report["command"] if argv is not None else None)
     return 0
 
 

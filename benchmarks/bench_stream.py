@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="in-process worker threads (0: auto)")
     ap.add_argument("--kinds", nargs="+", default=["pmd-cnn", "resnet-tanh"])
     args = ap.parse_args()
+    from records import record  # benchmarks/records.py (the script's folder is on sys.path); notes the load now
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPUs, torch threads "
@@ -102,6 +104,7 @@ def main() -> None:
         print(f"  {label:44s} {s['predicted']:6d} frames {s['rate']:8.1f} frames/s  latency p50 {s['p50_ms']:7.1f} ms"
               f"  p99 {s['p99_ms']:7.1f} ms  balanced={s['balanced']}")
 
+    figures, rows = {}, []
     for kind in args.kinds:
         n = args.frames if kind == "pmd-cnn" else max(200, args.frames // 10)
         print(kind)
@@ -112,6 +115,17 @@ def main() -> None:
         print(f"  speed-up over 1 worker: {best['rate'] / base['rate']:.2f}x")
         paced = run(kind, n, args.batch, args.replicas, tmp, workers=args.workers, rate=0.8 * best["rate"])
         show(f"workers={args.workers or 'auto'}, paced at 80 % ({0.8 * best['rate']:.0f}/s)", paced)
+        for label, s in (("saturated_1_worker", base), ("saturated", best), ("paced", paced)):
+            figures.update({f"{kind}_{label}": (s["rate"], "frames/s"), f"{kind}_{label}_p50": (s["p50_ms"], "ms"),
+                            f"{kind}_{label}_p99": (s["p99_ms"], "ms")})
+        figures[f"{kind}_speedup"] = (best["rate"] / base["rate"], "x")
+        rows.append([kind, n, f"{base['rate']:.1f} frames/s", f"{best['rate']:.1f} frames/s", f"{best['rate'] / base['rate']:.2f}x",
+                     f"{paced['rate']:.0f} frames/s, {paced['p50_ms']:.0f} ms, {paced['p99_ms']:.0f} ms",
+                     str(all(s["balanced"] for s in (base, best, paced)))])
+    record("stream", title="Streaming prediction", figures=figures,
+           table={"title": f"device {dev}, batch {args.batch}, replicas {args.replicas}, workers {args.workers or 'auto'}",
+                  "columns": ["network", "frames", "1 worker, saturated", "workers, saturated", "speed-up",
+                              "paced at 80 %: frames/s, p50 / p99 latency", "balanced"], "rows": rows})
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_stream import make_model  # noqa: E402  (the same models and frames as bench_stream.py)
 from machine import cpu_model  # noqa: E402
+from records import record  # noqa: E402  benchmarks/records.py: writes benchmarks/records/stream_ceiling.json
 
 from models.stream.pipeline import FrameModel, StreamOptions, StreamPredictor  # noqa: E402
 from models.stream.protocol import Frame  # noqa: E402
@@ -148,6 +149,7 @@ def main() -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"workers {workers}, torch threads {threads}, batch {args.batch}, {args.frames} frames per measurement, "
           f"load average {load()}")
+    figures, table = {}, []
     for kind in args.kinds:
         folder, frame = make_model(tmp / kind, kind)
         fm = FrameModel(str(folder))  # frozen TorchScript, as the pipeline makes it
@@ -189,6 +191,14 @@ def main() -> None:
             print(f"  median fractions: pipeline / infer {med['pipe/infer']:.2f} (CPU {med['pipe/infer cpu']:.2f}), "
                   f"pipeline / prep+infer {med['pipe/prep+infer']:.2f} (CPU {med['pipe/prep+infer cpu']:.2f})  "
                   f"(load {load()})")
+            for what in ("infer", "prep+infer", "pipeline"):
+                key = f"{kind}_{what.replace('+', '_')}"
+                figures.update({key: (med[what], "frames/s"), f"{key}_cpu": (med[what + " cpu"], "CPU-ms/frame")})
+            for c in ("infer", "prep+infer"):
+                key = f"{kind}_pipeline_over_{c.replace('+', '_')}"
+                figures.update({key: med[f"pipe/{c}"], f"{key}_cpu": med[f"pipe/{c} cpu"]})
+            table.append([kind, *(f"{med[w]:.1f}, {med[w + ' cpu']:.2f}" for w in ("infer", "prep+infer", "pipeline")),
+                          *(f"{med[f'pipe/{c}']:.2f} ({med[f'pipe/{c} cpu']:.2f})" for c in ("infer", "prep+infer"))])
         if args.stages:
             rate, _, acc = pipeline_rate(folder, frame, args.frames, args.batch, workers, stages=True)
             wall = acc.pop("wall")
@@ -196,6 +206,14 @@ def main() -> None:
                   f"{workers * wall:.2f} worker-s):")
             for k, v in acc.items():
                 print(f"    {k:32s} {v:7.2f} s  {1e3 * v / args.frames:6.2f} ms/frame")
+                stage = "_".join("".join(c if c.isalnum() else " " for c in k.lower()).split())
+                figures[f"{kind}_stage_{stage}"] = (1e3 * v / args.frames, "ms/frame")
+    if figures:
+        record("stream_ceiling", title="Streaming pipeline against the inference ceiling, in one run", figures=figures,
+               table={"title": f"Medians of {args.rounds} rounds: frames/s, CPU-ms/frame; {workers} workers, torch threads "
+                               f"{threads}, batch {args.batch}, {args.frames} frames per measurement",
+                      "columns": ["network", "infer", "prep+infer", "pipeline", "pipeline / infer: wall (CPU)",
+                                  "pipeline / prep+infer: wall (CPU)"], "rows": table})
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ It prints ``step / ffts`` (the target is <= 1.5) per backend and kernel set, ``n
 each operation of the step (FFTs, kinetic, split, accumulate, ...) inside real steps;
 ``--modes`` times a step at double / single precision with the mask (and its extra FFT) every
 1, 2 or 4 steps, per kernel set, interleaved, as ratios to double precision every step.
-Results depend on the machine and its load; numbers go to BENCHMARKS.md.
+Results depend on the machine and its load; the figures go to benchmarks/records/tdse_step.json
+(``--modes``: tdse_modes.json, ``--profile``: tdse_profile.json; ``_threads<N>`` added with
+``--threads N`` > 1), from which benchmarks/render.py writes BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import time
 
 import numpy as np
 from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
+from records import record  # benchmarks/records.py: writes benchmarks/records/tdse_{step,modes,profile}.json
 
 from factory.backend import Backend
 from factory.tdse.config import PRESETS, make_config, preset_values
@@ -234,6 +237,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# TDSE split-operator benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {cpu_model()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, Backend threads={args.threads}, numpy {np.__version__}, load average {load()}")
+    figures: dict = {}
+    rows: list = []
     for preset in args.grids:
         g = Grid(**preset_values(preset)["grid"])
         steps = args.steps or (40 if g.nx * g.ny < 1 << 21 else 5)
@@ -246,6 +251,8 @@ def main() -> None:
                                 args.every)
                     parts = "  ".join(f"{op} {v:.2f}" for op, v in r.items() if op != "total" and v > 0)
                     print(f"  {name:>6}/{k:<5}: step {r['total']:.2f}   {parts}")
+                    figures.update({f"{preset}_{name}_{k}_{op}": (v, "ms") for op, v in r.items()
+                                    if op == "total" or v > 0})
             continue
         if args.modes:
             res = bench_modes(preset, steps, args.repeats, args.backends[0], args.kernels, args.threads)
@@ -256,6 +263,7 @@ def main() -> None:
             for prec in ("double", "single"):
                 pair, one = res[("pair", prec)], res[("one", prec)]
                 print(f"  FFT pair {prec}: {1e3 * pair:.2f} ms, one FFT {1e3 * one:.2f} ms")
+                figures.update({f"{preset}_fft_pair_{prec}": (1e3 * pair, "ms"), f"{preset}_fft_one_{prec}": (1e3 * one, "ms")})
             for key, t in res.items():
                 if len(key) != 3:
                     continue
@@ -263,6 +271,11 @@ def main() -> None:
                 floor = res[("pair", prec)] + res[("one", prec)] / every
                 print(f"  {k:>5} {prec:>6}, mask every {every}: {1e3 * t:7.2f} ms/step  {t * n:7.0f} s/PMD  "
                       f"x{ref / t:.2f} vs {args.kernels[-1]} double every step   step / FFT floor {t / floor:.2f}")
+                p = f"{preset}_{k}_{prec}_every{every}"
+                figures.update({f"{p}_step": (1e3 * t, "ms"), f"{p}_s_per_pmd": (t * n, "s"),
+                                f"{p}_step_over_floor": t / floor, f"{p}_speedup": (ref / t, "x")})
+                rows.append([preset, k, prec, every, round(1e3 * t, 2), round(t * n), round(t / floor, 2),
+                             round(ref / t, 2)])
             continue
         res = bench(preset, steps, args.repeats, args.backends, args.kernels, args.threads, naive=True)
         print(f"\n## {preset}: {g.nx} x {g.ny}, complex128, batch 1, mask + accumulation every step, {steps} steps x "
@@ -273,14 +286,42 @@ def main() -> None:
                 print(f"  {name:>6}/{r['kernels']:<5}: step {r['step_ms']:8.2f} ms   3 FFTs {r['ffts_ms']:8.2f} ms   "
                       f"step/FFTs = {r['ratio']:.2f} (medians {r['median_ratio']:.2f}; CPU time {r['cpu_ratio']:.2f}; "
                       f"threads {r['threads']})")
+                p = f"{preset}_{name}_{k}"
+                figures.update({f"{p}_step": (r["step_ms"], "ms"), f"{p}_ffts": (r["ffts_ms"], "ms"),
+                                f"{p}_step_over_ffts": r["ratio"], f"{p}_step_over_ffts_median": r["median_ratio"],
+                                f"{p}_step_over_ffts_cpu": r["cpu_ratio"]})
+                rows.append([f"{preset} {g.nx} x {g.ny}", name, r["kernels"], round(r["step_ms"], 2), round(r["ffts_ms"], 2),
+                             round(r["ratio"], 2), round(r["median_ratio"], 2), round(r["cpu_ratio"], 2)])
         first = res[(args.backends[0], args.kernels[0])]["step_ms"]
         nv = res["naive-numpy"]["step_ms"]
         print(f"  naive numpy step {nv:8.2f} ms   speed-up of {args.backends[0]}/{args.kernels[0]} over naive numpy: "
               f"{nv / first:.2f}x")
+        figures.update({f"{preset}_naive_numpy_step": (nv, "ms"), f"{preset}_speedup_over_naive": (nv / first, "x")})
         if len(args.kernels) > 1:
             for name in args.backends:
                 a, b = (res[(name, k)]["step_ms"] for k in args.kernels[:2])
                 print(f"  {name}: {args.kernels[0]} kernels vs {args.kernels[1]}: {b / a:.2f}x")
+    write_record(args, figures, rows)
+
+
+def write_record(args, figures: dict, rows: list) -> None:
+    """benchmarks/records/tdse_{step,modes,profile}[_threads<N>].json: the figures printed above."""
+    mode = "profile" if args.profile else "modes" if args.modes else "step"
+    name = f"tdse_{mode}" + (f"_threads{args.threads}" if args.threads != 1 else "")
+    title = {"step": "TDSE split-operator step against its FFT floor", "modes": "TDSE precision and mask period",
+             "profile": "TDSE step: time per operation inside real steps"}[mode]
+    if args.threads != 1:
+        title += f", {args.threads} threads"
+    table = None
+    if mode == "step":
+        table = {"title": "complex128, batch 1, mask + accumulation every step; best of the repeats",
+                 "columns": ["grid", "FFTs", "elementwise kernels", "step (ms)", "its 3 FFTs (ms)", "step / FFTs",
+                             "medians", "CPU time"], "rows": rows}
+    elif mode == "modes":
+        table = {"title": f"{args.backends[0]}, batch 1; per kernel set, precision and mask period",
+                 "columns": ["grid", "kernels", "precision", "mask + accumulation every", "ms/step", "s per PMD",
+                             "step / FFT floor", f"x vs {args.kernels[-1]} double every step"], "rows": rows}
+    record(name, title=title, figures=figures, table=table)
 
 
 if __name__ == "__main__":

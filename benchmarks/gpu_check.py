@@ -33,10 +33,15 @@ not fit, once over it; progress lines are printed (flushed) as figures arrive; t
 rewritten after every section, so a run killed by a time limit still leaves what it measured.
 Exit status 0 when no measurement failed, 1 otherwise.
 
+Record: a run at ``--scale gpu`` (or with ``--record``) also writes its figures to
+benchmarks/records/gpu_check.json (benchmarks/records.py; with ``$OUT`` set, to
+``$OUT/records/gpu_check.json``, to be copied there), from which benchmarks/render.py writes
+BENCHMARKS.md.  The smoke run writes none unless asked.
+
 ``--scale tiny`` runs the same code at the smallest sizes (tiny presets, 3 paper-grid steps,
 small networks, shortened propagations; every such change is written into the figures' notes) so
 that the whole script finishes in a minute or two on 2 CPU cores: the test suite runs it that way
-(tests/test_gpu_check.py) so that it cannot rot.  Its numbers are a smoke run, not a benchmark.
+(tests/benchmarks/test_gpu_check.py) so that it cannot rot.  Its numbers are a smoke run, not a benchmark.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import cpu_model  # noqa: E402  benchmarks/machine.py (the script's folder is on sys.path)
+import records  # noqa: E402  benchmarks/records.py (notes the load average at the start)
 
 SCHEMA = "gpu_check/1"
 
@@ -735,6 +741,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="TDSE backend (torch: on --device; the others run on the CPU)")
     ap.add_argument("--only", default="", help="comma-separated sections to run (default: all)")
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out")
+    ap.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
+                    help="write benchmarks/records/gpu_check.json ($OUT/records/ when $OUT is set); "
+                         "default: at --scale gpu only")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
 
@@ -775,7 +784,31 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_table(report, sys.stdout)
         print(f"\nwall {report.data['wall_s']:.1f} s; JSON: {args.out}", flush=True)
+    if args.record if args.record is not None else scale == "gpu":
+        write_record(report.data)
     return 1 if failed else 0
+
+
+def write_record(data: dict[str, Any]) -> None:
+    """gpu_check.json among the benchmark records: every figure as ``section.figure``, a row per section."""
+    info = data["info"]
+    figures: dict[str, Any] = {}
+    rows = []
+    for name, sec in data["sections"].items():
+        for fname, f in sec.get("figures", {}).items():
+            note = "; ".join(x for x in ("extrapolated" if f.get("extrapolated") else "", f.get("note") or "") if x)
+            figures[f"{name}.{fname}"] = {"value": f["value"], "unit": f["unit"], **({"note": note} if note else {})}
+        why = sec.get("reason") or "; ".join(e["error"] for e in sec.get("errors", [])) or "; ".join(sec.get("notes", []))
+        rows.append([name, sec.get("status"), sec.get("seconds"), why[:300] or None])
+    figures["wall"] = (data.get("wall_s", 0.0), "s")
+    machine = records.machine_info()
+    machine.update({k: info[k] for k in ("device", "scale", "cuda", "cudnn", "gpu_memory_gib", "torch_threads",
+                                         "tdse_backend") if info.get(k) is not None})
+    out = os.environ.get("OUT")
+    records.record("gpu_check", title="GPU check", figures=figures, machine=machine,
+                   table={"title": "Sections", "columns": ["section", "status", "seconds", "skipped / errors / notes"],
+                          "rows": rows},
+                   directory=Path(out) / "records" if out else None)
 
 
 def run_sections(report: Report, ctx: Ctx, names: list[str], t_start: float, deadline: float) -> bool:

@@ -27,6 +27,10 @@ window the quickstart and Table I use, and with one global window for the whole 
 
 ``--cache DIR`` keeps the PMDs of the untimed runs (R + dR, the corner) as .npz between runs; the
 timed reference and candidate runs are always computed fresh.
+
+A full run of the preset comparison (``--scale full``, no ``--candidate`` or overrides) writes its
+figures to benchmarks/records/tdse_fast_fidelity.json (benchmarks/records.py), from which
+benchmarks/render.py writes BENCHMARKS.md; test-scale runs and explorations write no record.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ SCALES = {
 def _machine() -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from machine import cpu_model
+    import records  # noqa: F401  (notes the load average at the start, for the record)
 
     return {"cpu": cpu_model(), "load_average": list(os.getloadavg()),
             "date": datetime.date.today().isoformat(), "omp_threads": os.environ.get("OMP_NUM_THREADS")}
@@ -197,7 +202,39 @@ def main(argv=None) -> int:
     print(json.dumps(out["machine"]))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+    if args.scale == "full" and args.candidate is None and not json.loads(args.candidate_overrides):
+        write_record(out)
     return 0
+
+
+def write_record(out: dict) -> None:
+    """benchmarks/records/tdse_fast_fidelity.json: cost, fidelity per point, background corner."""
+    from records import record
+
+    c = out["cost"]
+    figures = {"cost_reference_s": (c["reference_s"], "s"), "cost_candidate_s": (c["candidate_s"], "s"),
+               "cost_ratio": (c["ratio"], "x")}
+    rows = []
+    for r in out["points"]:
+        p = f"R{r['R']:g}_I{r['intensity'] / 1e14:g}e14"
+        for window in ("per-image", "global"):
+            w = window.replace("-", "_")
+            figures[f"{p}_{w}_fidelity_rms"] = (r[window]["fidelity_rms"], "grey levels")
+            figures[f"{p}_{w}_threshold_rms"] = (r[window]["threshold_rms"], "grey levels")
+        if r["pmd_rel_l2"] is not None:
+            figures[f"{p}_pmd_rel_l2"] = r["pmd_rel_l2"]
+        rows.append([f"{r['R']:g}", f"{r['intensity']:.0e}",
+                     *(f"{r[w]['fidelity_rms']:.2f} / {r[w]['threshold_rms']:.2f}" for w in ("per-image", "global")),
+                     None if r["pmd_rel_l2"] is None else f"{r['pmd_rel_l2']:.2g}"])
+    if "corner" in out:
+        k = out["corner"]
+        figures.update(corner_background=k["background"], corner_yield=k["yield"],
+                       corner_yield_over_background=(k["ratio"], "x"))
+    record("tdse_fast_fidelity", title=f"The `{out['candidate']}` TDSE preset against `{out['reference']}`",
+           figures=figures,
+           table={"title": f"Fidelity: RMS difference of the network inputs, `{out['candidate']}` vs `{out['reference']}` at "
+                           f"the same (R, I) / `{out['reference']}` at R + {out['dR']:g} a.u. vs R (the threshold)",
+                  "columns": ["R (a.u.)", "I (W/cm^2)", "per-image window", "global window", "PMD rel. L2"], "rows": rows})
 
 
 if __name__ == "__main__":
