@@ -112,12 +112,41 @@ def _is_file(path: Path) -> bool:
 
 
 def list_presets() -> list[str]:
+    """The names of the generation presets: ``<kind>/<size>`` for ``configs/<kind>/<size>.yaml``.
+
+    Returns
+    -------
+    list of str
+        The sorted preset names (e.g. ``"blobs/tiny"``, ``"tdse/small"``); each is a valid
+        ``spec`` of ``load_config``.
+    """
     root = configs_dir()
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob("*/*.yaml"))
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> GenerateConfig:
-    """Validate a plain dict (e.g. read back from a store) into a GenerateConfig."""
+    """Validate a plain dict (e.g. read back from a store) into a GenerateConfig.
+
+    Parameters
+    ----------
+    data : dict
+        The config as plain data: ``kind``, ``samples`` and the ``simulator`` section, optionally
+        ``name``, ``description``, ``seed`` and ``chunk`` (e.g. a store's ``meta["config"]``
+        or ``GenerateConfig.resolved``).
+    source : str, optional
+        What the dict came from, named at the start of every error message.
+
+    Returns
+    -------
+    GenerateConfig
+        The validated, frozen config.
+
+    Raises
+    ------
+    ConfigError
+        ``data`` is not a mapping, names an unknown ``kind``, or holds an unknown, missing,
+        out-of-range or non-finite value.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a mapping")
     kind = data.get("kind")
@@ -163,7 +192,33 @@ def load_config(
     samples: int | None = None,
     seed: int | None = None,
 ) -> GenerateConfig:
-    """Load a preset or YAML file, apply overrides, validate; ConfigError on any problem."""
+    """Load a preset or YAML file, apply overrides, validate; ConfigError on any problem.
+
+    Parameters
+    ----------
+    spec : str or pathlib.Path
+        A YAML file, or a preset name ``<kind>/<size>`` such as ``"blobs/tiny"``
+        (``configs/blobs/tiny.yaml``; ``list_presets`` lists them).
+    overrides : list of str, optional
+        ``key.path=value`` overrides applied in order before validation; the value is parsed
+        as YAML (numbers, lists, booleans), e.g. ``["chunk=16", "simulator.sampling.ladder=10"]``.
+    samples : int, optional
+        The number of samples in the store; replaces the file's ``samples`` when given.
+    seed : int, optional
+        The seed (sample i depends on (seed, i) only); replaces the file's ``seed`` when given.
+
+    Returns
+    -------
+    GenerateConfig
+        The validated, frozen config with every default filled in (``config.hash`` identifies
+        it; ``factory.engine.generate`` takes it).
+
+    Raises
+    ------
+    ConfigError
+        The file or preset does not exist or is not a YAML mapping, an override is malformed,
+        or a key is unknown, missing, out of range or not finite (one line naming key and value).
+    """
     path = resolve_config_path(spec)
     data = apply_overrides(read_yaml(path), overrides or [])
     if samples is not None:
@@ -175,7 +230,30 @@ def load_config(
 
 def resolve_simulator_config(kind: str, spec: Any = None) -> SimulatorConfig:
     """The ``kind`` simulator's config from None (defaults), a config, a dict of its
-    ``simulator:`` section, a preset name (``"small"`` or ``"msft/small"``) or a YAML file."""
+    ``simulator:`` section, a preset name (``"small"`` or ``"msft/small"``) or a YAML file.
+
+    Parameters
+    ----------
+    kind : str
+        The simulator kind (``"blobs"``, ``"tdse"``, ``"msft"``).
+    spec : None, SimulatorConfig, dict, str or pathlib.Path, optional
+        None for the simulator's defaults; a config of the kind's model, returned as it is; a
+        dict of its ``simulator:`` section; a preset name (``"small"`` is taken as
+        ``"<kind>/small"``) or a YAML file, whose ``simulator:`` section is used.
+
+    Returns
+    -------
+    SimulatorConfig
+        The validated config of the ``kind`` simulator (e.g. a ``TDSEConfig`` or ``MSFTConfig``).
+
+    Raises
+    ------
+    ConfigError
+        The dict does not validate, the preset or file is missing or invalid, or it is of
+        another kind.
+    ValueError
+        ``kind`` is not a known simulator kind.
+    """
     model = simulator_class(kind).config_model
     if spec is None:
         return model()

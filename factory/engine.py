@@ -86,7 +86,33 @@ class SimulateBlock:
 
 
 def run_block(config_data: dict[str, Any], path: StoreLike, start: int, stop: int, threads: int = 1) -> dict:
-    """Compute and write one chunk-aligned block in this process; returns its timing."""
+    """Compute and write one chunk-aligned block in this process; returns its timing.
+
+    Parameters
+    ----------
+    config_data : dict
+        The resolved generation config as plain data (``GenerateConfig.resolved``).
+    path : str or os.PathLike
+        The store to write into (a local path or a store URL); it must already exist, created
+        for this config (e.g. by ``generate`` or ``prepare_store``).
+    start, stop : int
+        The block's samples ``[start, stop)``: exactly one chunk of the store.
+    threads : int, optional
+        Threads of the simulator built for this block (cached per process).
+
+    Returns
+    -------
+    dict
+        ``{"start", "stop", "compute_s", "write_s"}``: the block and the seconds spent
+        simulating and writing it.
+
+    Raises
+    ------
+    GenerationError
+        The simulator returned NaN/Inf for a sample of the block (nothing is written).
+    StoreError
+        The store is missing or damaged, or ``[start, stop)`` is not one whole chunk of it.
+    """
     return BlockWriter(SimulateBlock(config_data, threads), path)(start, stop)
 
 
@@ -157,6 +183,56 @@ def generate(
     each simulator with ``cpus_per_task`` threads.  A given executor is used as it is (its
     own workers and threads) and left open for the next run.  Resuming a complete store
     starts nothing (no Ray) and returns a report of no blocks computed, ``where="nothing to do"``.
+
+    Parameters
+    ----------
+    config : GenerateConfig
+        The validated generation config (``factory.config.load_config``).
+    out : str or os.PathLike
+        The store to write: a local path or a store URL such as ``s3://bucket/x.zarr``.
+    overwrite : bool, optional
+        Replace an existing dataset store at ``out`` (only a factory store, and only once the
+        new one is created; not available at a URL).
+    resume : bool, optional
+        Continue the store at ``out`` when it exists: only its missing blocks are computed.
+        It must have been made with the same config (same ``config.hash``).
+    address : str, optional
+        The Ray cluster to run on; default ``RAY_ADDRESS``, else an embedded local Ray.
+        Ignored when ``executor`` is given.
+    workers : int, optional
+        Blocks run at once; default the cluster's CPUs / ``cpus_per_task``.  Ignored when
+        ``executor`` is given.
+    cpus_per_task : int, optional
+        CPUs of each block, and threads of its simulator.
+    max_retries : int, optional
+        How often Ray retries a block whose worker or node died.
+    mode : {"tasks", "actors"}, optional
+        Ray tasks, or long-lived Ray actors that keep their simulator warm.
+    executor : Executor, optional
+        Where the blocks run (local, Ray or Dask); used as it is and not closed.
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    BlockReport
+        What the run did: samples done, blocks computed and skipped, wall, compute and write
+        seconds (``samples_per_s``), where it ran.  The run is also recorded in the store's
+        ``runs`` attribute.
+
+    Raises
+    ------
+    OutputError
+        ``out`` exists and neither ``overwrite`` nor ``resume`` is given, or it is something
+        other than a dataset store (a file, a symbolic link, a foreign folder).
+    StoreError
+        The store to resume was made with another config or is damaged, or the config
+        describes a store that cannot be made (e.g. too many samples, a chunk too large).
+    GenerationError
+        One or more blocks failed (e.g. a simulator returned NaN/Inf); the other blocks are
+        written and a resume computes only the failed ones.
+    ClusterError
+        The Ray cluster at ``address`` cannot be reached.
     """
     out = store_location(out)
     if not (resume and store_exists(out)):  # refuse before connecting or creating anything

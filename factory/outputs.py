@@ -1,6 +1,6 @@
 """Where outputs go, and the only way the project ever replaces something on disk.
 
-Rules (the README's "Guarantees"):
+Rules (docs/guarantees.md):
 
 * every user path is made absolute once, at the library boundary (:func:`user_path`), so
   workers that run in another directory (Ray Train, Dask) write where the user meant;

@@ -296,7 +296,41 @@ def project(calibration: Calibration, samples: int, cluster: Cluster) -> Project
 
 def plan(config: GenerateConfig, samples: int, cluster: Cluster, *, workers: int | None = None,
          address: str | None = None, target_s: float = 5.0, workdir: str | Path | None = None) -> Projection:
-    """Calibrate ``config`` here and project ``samples`` samples on ``cluster``."""
+    """Calibrate ``config`` here and project ``samples`` samples on ``cluster``.
+
+    Parameters
+    ----------
+    config : GenerateConfig
+        The generation config of the campaign (its chunk sets the block size).
+    samples : int
+        Samples of the projected campaign.
+    cluster : Cluster
+        The target machines: nodes, CPUs (and GPUs) per node, CPUs per block.
+    workers : int, optional
+        Blocks at once in the calibration on an embedded local Ray.
+    address : str, optional
+        The Ray cluster to calibrate on; default ``RAY_ADDRESS``, else an embedded local Ray.
+    target_s : float, optional
+        About how long the warm calibration run lasts, seconds (> 0).
+    workdir : str or pathlib.Path, optional
+        Folder of the temporary calibration stores (removed after); on a cluster, one every
+        node sees.  Default: the system's temporary folder.
+
+    Returns
+    -------
+    Projection
+        Wall time, core-hours, GPU-hours and store size of the campaign, the calibration it
+        is projected from, the assumptions made and warnings (idle slots, overhead).
+
+    Raises
+    ------
+    ConfigError
+        ``target_s <= 0`` or ``samples < 1``.
+    GenerationError
+        A calibration block failed.
+    ClusterError
+        The Ray cluster at ``address`` cannot be reached.
+    """
     cal = calibrate(config, cpus_per_task=cluster.cpus_per_task, workers=workers, address=address,
                     target_s=target_s, workdir=workdir)
     return project(cal, samples, cluster)

@@ -40,7 +40,29 @@ QUAT = ["q0", "q1", "q2", "q3"]
 
 
 def save_model(folder: str | Path, model: torch.nn.Module, card: ModelCard | dict[str, Any]) -> Path:
-    """Write the weights and the card (a :class:`ModelCard`, or its plain form) into ``folder``."""
+    """Write the weights and the card (a ``ModelCard``, or its plain form) into ``folder``.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        The model folder, created if needed; ``weights.safetensors`` and ``model.json`` in it
+        are replaced.
+    model : torch.nn.Module
+        The network (a DistributedDataParallel wrapper is unwrapped); its state dict is saved
+        from the CPU.
+    card : ModelCard or dict
+        The model card or its plain form; its parameter count is set from ``model``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder``.
+
+    Raises
+    ------
+    ModelError
+        ``card`` is not a valid model card.
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -54,7 +76,24 @@ def save_model(folder: str | Path, model: torch.nn.Module, card: ModelCard | dic
 
 def read_card(folder: str | Path) -> ModelCard:
     """The validated model card of a model folder or checkpoint; ModelError in one line if it
-    is missing, damaged, foreign or of a newer version."""
+    is missing, damaged, foreign or of a newer version.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        A model folder or checkpoint (holding ``model.json``).
+
+    Returns
+    -------
+    ModelCard
+        Architecture, task and labels, label scaling, input statistics, preprocessing,
+        training set and training record.
+
+    Raises
+    ------
+    ModelError
+        No ``model.json``, or a damaged, foreign or newer card.
+    """
     return ModelCard.read(folder)
 
 
@@ -90,7 +129,27 @@ def load_torch(path: str | Path, what: str) -> Any:
 
 
 def load_network(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
-    """(network in eval mode, model card) from a model folder or checkpoint."""
+    """(network in eval mode, model card) from a model folder or checkpoint.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        A model folder or checkpoint.
+    device : str or torch.device, optional
+        Where the network is placed.
+
+    Returns
+    -------
+    tuple of (torch.nn.Module, ModelCard)
+        The network rebuilt from the card's architecture with the stored weights, in eval
+        mode, and the card.
+
+    Raises
+    ------
+    ModelError
+        A missing or damaged card or weights file, or weights that do not fit the described
+        architecture.
+    """
     card = read_card(folder)
     try:
         model = from_description(card.architecture.model_dump())
@@ -104,7 +163,25 @@ def load_network(folder: str | Path, device: str | torch.device = "cpu") -> tupl
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """(network in eval mode, the card as a plain dict) from a model folder or checkpoint."""
+    """(network in eval mode, the card as a plain dict) from a model folder or checkpoint.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        A model folder or checkpoint.
+    device : str or torch.device, optional
+        Where the network is placed.
+
+    Returns
+    -------
+    tuple of (torch.nn.Module, dict)
+        The network in eval mode and the card's JSON form (as ``model.json`` holds it).
+
+    Raises
+    ------
+    ModelError
+        As ``load_network``.
+    """
     model, card = load_network(folder, device)
     return model, card.to_dict()
 
@@ -173,7 +250,30 @@ class Predictor:
     calibration beside the model (``calibration="auto"``: ``calibration.json`` when there is one;
     None: unscaled), and, when calibrated, ``ood_score`` (Mahalanobis distance of the penultimate
     features) and ``flagged`` (score or spread above the calibration's thresholds); see
-    :mod:`models.uncertainty`.  The ``<label>`` values stay the deterministic prediction."""
+    ``models.uncertainty``.  The ``<label>`` values stay the deterministic prediction.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        A model folder or checkpoint.
+    device : str, optional
+        Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``); default the GPU when there is one.
+    batch_size : int, optional
+        Images per forward pass.
+    mc_samples : int, optional
+        MC-dropout passes per image (0: off, else >= 2; a regression network with dropout).
+    calibration : {"auto", None}, optional
+        ``"auto"``: scale the spread and flag with ``calibration.json`` beside the model when
+        there is one; None: unscaled spread, no OOD score.
+    seed : int, optional
+        Seed of the dropout masks.
+
+    Raises
+    ------
+    ModelError
+        The model is missing or damaged, or ``mc_samples`` is set for a network that cannot
+        give MC-dropout (a classifier, no dropout, fewer than 2 passes).
+    """
 
     def __init__(self, folder: str | Path, device: str | None = None, batch_size: int = 64, mc_samples: int = 0,
                  calibration: str | None = "auto", seed: int = 0):
@@ -245,7 +345,26 @@ class Predictor:
 
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """``{label: values}``; a classifier gives ``{"class": index, "probabilities": (N, C)}``.
-        With ``mc_samples``: also ``<label>_std`` and, when calibrated, ``ood_score`` and ``flagged``."""
+        With ``mc_samples``: also ``<label>_std`` and, when calibrated, ``ood_score`` and ``flagged``.
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            ``(N, *input_shape)`` network-ready images, preprocessed as the model's training
+            set (as a processed store holds them).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``(N,)`` values per label in the label's physical unit (orientation quaternions
+            normalised and projected into the fundamental domain); for a classifier the class
+            index and the ``(N, C)`` probabilities.
+
+        Raises
+        ------
+        ModelError
+            The calibration's OOD statistics do not fit the network.
+        """
         if self.mc_samples:
             return self._predict_uncertain(images)
         out = self.raw(images)
@@ -303,6 +422,28 @@ def export_model(folder: str | Path, out: str | Path | None = None, fmt: str = "
     ``onnx``: ``model.onnx`` (needs the onnx package).  The exported graph maps network-ready
     images (any batch size) to the raw (scaled) outputs; label scaling and preprocessing stay
     in the model card ``model.json`` next to it.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        A model folder or checkpoint.
+    out : str or pathlib.Path, optional
+        The file to write; default ``model.pt2``, ``model.ts`` or ``model.onnx`` in
+        ``folder``.  An existing file is replaced only when it is of the same kind.
+    fmt : {"export", "torchscript", "onnx"}, optional
+        The export format.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    ModelError
+        An unknown format, a missing or damaged model, or ONNX without the onnx package.
+    OutputError
+        ``out`` exists and is not a file of that kind.
     """
     folder = Path(folder)
     if fmt not in EXPORT_FILES:

@@ -274,7 +274,51 @@ def evaluate(model: str | Path, store: str | Path, out: str | Path | None = None
              batch_size: int = 128, device: str | None = None, check_preprocessing: bool = True,
              tag: str = "", indices: np.ndarray | None = None) -> dict[str, Any]:
     """Score ``model`` on ``store`` (``subset``: auto, all, train, val, test; or explicit
-    ``indices``); writes metrics.json and figures into ``out`` when given."""
+    ``indices``); writes metrics.json and figures into ``out`` when given.
+
+    Parameters
+    ----------
+    model : str or pathlib.Path
+        A model folder (``OUT/model`` of a training run) or a checkpoint.
+    store : str or pathlib.Path
+        A complete processed store, preprocessed as the model's training set was.
+    out : str or pathlib.Path, optional
+        Folder for ``metrics.json``, ``predictions.npz`` and the figures (``pred-vs-true.png``,
+        ``errors.png``, ``relative-errors.png`` for orientations); nothing is written without.
+    subset : {"auto", "all", "train", "val", "test"}, optional
+        Which samples: ``auto`` is the held-out split of the model's own training store, else
+        the store's test split (all done samples without one); ``train``/``val``/``test`` are
+        the training run's split.
+    batch_size : int, optional
+        Images per forward pass.
+    device : str, optional
+        Torch device (``"cpu"``, ``"cuda"``); default the GPU when there is one.
+    check_preprocessing : bool, optional
+        Refuse a store whose preprocessing differs from the model's training set.
+    tag : str, optional
+        Suffix of the result file names (``metrics<tag>.json``, ...).
+    indices : numpy.ndarray, optional
+        Explicit sample indices to score (overrides ``subset``).
+
+    Returns
+    -------
+    dict
+        ``model``, ``store``, ``samples``, ``subset`` (in words), ``device`` and
+        ``inference_images_per_s``; a regression adds ``per_label`` (``mae``, ``rmse``,
+        ``median_ae``, ``mae_mean_predictor`` in the label's unit), for orientations
+        ``relative_error`` (Stielow et al. 2020, App. C) and, with ``out``, ``figures``; a
+        classifier adds ``accuracy``, ``confusion`` and ``chance``.
+
+    Raises
+    ------
+    StoreError
+        The store is missing, incomplete or damaged, its images are not the model's input
+        shape, or there are no samples to score.
+    ModelError
+        The model is missing or damaged, or was trained on differently preprocessed images.
+    OutputError
+        ``out`` cannot hold the results (a file, or result files that are not ours).
+    """
     folder = ResultFolder(out, [f"{stem}{tag}{ext}" for stem, ext in RESULT_FILES]) if out else None  # before any work
     ds = DatasetStore.open(store)
     card = read_card(model)

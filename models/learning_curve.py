@@ -68,7 +68,48 @@ def learning_curve(config: TrainConfig, store: str | Path, out: str | Path, size
     """Train ``config`` at each N in ``sizes`` on ``store``; fit and plot; returns the summary.
 
     The whole folder is built in a hidden sibling and renamed into place when complete;
-    ``overwrite`` replaces only a learning-curve folder the project made."""
+    ``overwrite`` replaces only a learning-curve folder the project made.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The training recipe; ``data.max_train`` is set to each N.
+    store : str or pathlib.Path
+        The processed store (a local path); every model is scored on its same held-out
+        samples.
+    out : str or pathlib.Path
+        The learning-curve folder: one run ``N-<n>/`` per size, ``learning-curve.json`` and
+        ``learning-curve.png``.
+    sizes : list of int
+        Training-set sizes N, each between the batch size and the training split's size.
+    target : float, optional
+        A target MAE (in the label's unit): the fit's N to reach it is reported.
+    label : str, optional
+        The label scored; default the config's first label.
+    overwrite : bool, optional
+        Replace an existing learning-curve folder made by factory.
+    progress : bool, optional
+        Show progress bars.
+    address : str, optional
+        The Ray cluster of the training runs; default ``RAY_ADDRESS``, else an embedded
+        local Ray.
+
+    Returns
+    -------
+    dict
+        ``label``, ``unit``, ``held_out``, ``points`` (``N``, ``mae``, ``wall_s``,
+        ``epochs`` per size), with three or more sizes ``fit`` (``a``, ``b``, ``c`` of
+        MAE = a N^b + c) and with ``target`` the N it needs, and ``figure``.
+
+    Raises
+    ------
+    ConfigError
+        A size out of range, or a label the config does not train.
+    StoreError
+        The store is missing, incomplete or damaged.
+    OutputError
+        ``out`` overlaps the store or exists and is not a learning-curve folder to replace.
+    """
     store, out = user_path(store), user_path(out)
     check_disjoint(out, [store])
     ds = DatasetStore.open(store)

@@ -239,7 +239,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 def paper_pmd_count() -> dict[str, int]:
     """The PMD CNN's parameter budget item by item (the paper, Shvetsov-Shilovski & Lein, PRA 2023,
-    lists 37,857; see README)."""
+    lists 37,857; see docs/training.md)."""
     conv_w = 3 * 3 * 1 * 32 + 4 * 3 * 3 * 32 * 32
     return {
         "conv_weights": conv_w,

@@ -64,7 +64,49 @@ class TrainResult:
 
 def train(config: TrainConfig, store: str | Path | None, out: str | Path, *, resume: bool = False,
           overwrite: bool = False, address: str | None = None, progress: bool = True) -> TrainResult:
-    """Train ``config`` on ``store`` into the run folder ``out``; see the module docstring."""
+    """Train ``config`` on ``store`` into the run folder ``out``; see the module docstring.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The validated training config (``models.train_config.load_train_config``).
+    store : str or pathlib.Path or None
+        The processed dataset store to train on (a local path or a store URL); None takes
+        the config's ``data.store``.
+    out : str or pathlib.Path
+        The run folder: checkpoints, ``model/`` (the selected checkpoint), ``history.json``,
+        ``loss.png`` and the manifest.
+    resume : bool, optional
+        Continue the run in ``out`` from its latest checkpoint (nothing is trained when it is
+        complete).
+    overwrite : bool, optional
+        Replace an existing run folder that factory made.
+    address : str, optional
+        The Ray cluster of ``run.backend: ray``; default ``RAY_ADDRESS``, else an embedded
+        local Ray.
+    progress : bool, optional
+        Show progress bars.
+
+    Returns
+    -------
+    TrainResult
+        ``model`` (the model folder), ``epochs_done``, ``start_epoch``, ``best_epoch``,
+        ``best_val_loss``, ``final`` (the selected epoch's record), ``history``, ``wall_s``,
+        ``train_images_per_s``, ``stopped_early`` and ``where`` it ran.
+
+    Raises
+    ------
+    ConfigError
+        No store given, or the config does not fit the store (its images, its labels, the
+        augmentation).
+    StoreError
+        The store is missing, incomplete or damaged.
+    OutputError
+        ``out`` exists and is not a run folder to resume or replace, or overlaps an input.
+    ModelError
+        The checkpoint to resume or the model to transfer from is damaged or does not match
+        (another store, architecture or preprocessing).
+    """
     cfg, store_path, out = _absolute(config, store, out)
     in_place, replace = check_run_output(out, resume=resume, overwrite=overwrite)
     ds = DatasetStore.open(store_path)

@@ -145,7 +145,28 @@ def config_from_dict(data: dict[str, Any], source: str = "training config") -> T
 
 
 def load_train_config(spec: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """A preset (``pmd-cnn/small``) or YAML file, with ``key.path=value`` overrides, validated."""
+    """A preset (``pmd-cnn/small``) or YAML file, with ``key.path=value`` overrides, validated.
+
+    Parameters
+    ----------
+    spec : str or pathlib.Path
+        A YAML file, or a preset name ``<arch>/<size>`` (``configs/train/<arch>/<size>.yaml``,
+        e.g. ``"pmd-cnn/tiny"``; ``train_presets`` lists them).
+    overrides : list of str, optional
+        ``key.path=value`` overrides applied in order (values parsed as YAML), e.g.
+        ``["optim.epochs=5", "run.backend=local"]``.
+
+    Returns
+    -------
+    TrainConfig
+        The validated training config (model, data, optimiser, run, transfer sections).
+
+    Raises
+    ------
+    ConfigError
+        The file or preset does not exist, an override is malformed, or a key is unknown,
+        missing or out of range.
+    """
     path = resolve_train_config(spec)
     return config_from_dict(apply_overrides(read_yaml(path), overrides or []), source=str(spec))
 

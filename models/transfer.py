@@ -69,7 +69,59 @@ def transfer(model: str | Path, store: str | Path, out: str | Path, *, freeze: i
     """Transfer-learn ``model`` on ``store`` into ``out``; returns the comparison table.
 
     The whole folder is built in a hidden sibling and renamed into place when complete;
-    ``overwrite`` replaces only a transfer folder the project made."""
+    ``overwrite`` replaces only a transfer folder the project made.
+
+    Parameters
+    ----------
+    model : str or pathlib.Path
+        The trained model folder to start from (made by ``models.train.train``: its card
+        holds the training config both new runs derive from).
+    store : str or pathlib.Path
+        The shifted processed store (a local path), preprocessed as the model's training set;
+        its training split trains, its held-out samples score all models.
+    out : str or pathlib.Path
+        The transfer folder: ``transfer/`` and ``scratch/`` runs, ``eval/``,
+        ``transfer.json`` and ``transfer.png``.
+    freeze : int, optional
+        Feature blocks (convolutional layers) kept frozen; the paper freezes 3 or 4 of 5.
+    lr : float, optional
+        Learning rate of the transfer run.
+    epochs : int, optional
+        Epochs of the transfer run; default the model's own.
+    max_train : int, optional
+        At most this many training samples (a seeded subset), for both runs.
+    scratch : bool, optional
+        Also train a model from scratch with the original recipe on the same samples.
+    overrides : dict, optional
+        ``{"key.path": value}`` changes to the derived training configs of both runs.
+    overwrite : bool, optional
+        Replace an existing transfer folder made by factory.
+    progress : bool, optional
+        Show progress bars.
+    address : str, optional
+        The Ray cluster of the training runs; default ``RAY_ADDRESS``, else an embedded
+        local Ray.
+
+    Returns
+    -------
+    dict
+        The comparison: ``models`` (``original``, ``transfer``, ``scratch``: the MAE per
+        label on the held-out samples), ``mean_predictor``, ``held_out``, ``n_train``,
+        ``freeze``, ``lr``, ``store`` and the runs' wall times (``transfer_wall_s``,
+        ``scratch_wall_s``); also written as ``transfer.json``.
+
+    Raises
+    ------
+    ModelError
+        The model is missing or damaged, its card has no training config, or it was trained
+        on differently preprocessed images.
+    StoreError
+        The store is missing, incomplete or damaged.
+    ConfigError
+        The derived training configs are invalid (e.g. a bad override).
+    OutputError
+        ``out`` overlaps an input or exists and is not a transfer folder to replace.
+    """
     model, store, out = user_path(model), user_path(store), user_path(out)
     check_disjoint(out, [model, store])
     base_card = load_network(model)[1]  # its weights load (a damaged file is refused before anything is written)

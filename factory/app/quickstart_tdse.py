@@ -37,7 +37,7 @@ SHIFTED = {
     "cep": ("tdse/cep", []),
     "heh": ("tdse/heh", []),
 }
-SHIFT_SPLIT = (0.5, 0.15, 0.35)  # train (transfer learning) / validation / test, as in README's Table I
+SHIFT_SPLIT = (0.5, 0.15, 0.35)  # train (transfer learning) / validation / test, as in docs/baselines.md's Table I
 MAIN_SPLIT = (0.7, 0.15, 0.15)
 
 

@@ -167,7 +167,7 @@ def _measured_stage(ctx, model, run, store) -> str:
             f"What this small model can and cannot do: it saw {n_images} simulated images, none through the "
             "measured detector, so on the measured patterns it reads images unlike its training set; its guess "
             "is only a starting point, and a few refinement passes from a poor start stay in a local minimum. "
-            "The README's 'Training for the measured patterns' recipe (4096 images x 11 filters through the "
+            "The 'Training for the measured patterns' recipe of docs/measured.md (4096 images x 11 filters through the "
             f"detector model) is what reaches r >= 0.8. {f5['attribution']}\n\n"
             f"![fig5]({_rel(ctx, Path(f5['figure']))})\n\n")
 

@@ -48,13 +48,35 @@ def canonical(q) -> np.ndarray:
 
 
 def to_rotation(q) -> Rotation:
-    """scipy Rotation from scalar-first quaternion(s)."""
+    """scipy Rotation from scalar-first quaternion(s).
+
+    Parameters
+    ----------
+    q : array_like
+        Quaternion(s) ``(w, x, y, z)``, shape (4,) or (N, 4); normalised here.
+
+    Returns
+    -------
+    scipy.spatial.transform.Rotation
+        The rotation(s).
+    """
     arr = normalize(q)
     return Rotation.from_quat(arr[..., [1, 2, 3, 0]])
 
 
 def from_rotation(rot: Rotation) -> np.ndarray:
-    """Scalar-first canonical quaternion(s) (``w >= 0``) of a scipy Rotation."""
+    """Scalar-first canonical quaternion(s) (``w >= 0``) of a scipy Rotation.
+
+    Parameters
+    ----------
+    rot : scipy.spatial.transform.Rotation
+        One rotation or several.
+
+    Returns
+    -------
+    numpy.ndarray
+        Unit quaternion(s) ``(w, x, y, z)``: (4,) or (N, 4).
+    """
     xyzw = rot.as_quat()
     return canonical(xyzw[..., [3, 0, 1, 2]])
 

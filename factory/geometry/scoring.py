@@ -26,6 +26,32 @@ def relative_errors(
 
     Quaternions are scalar first and are compared after sign canonicalisation (``w >= 0``);
     project them into the fundamental domain first if the prediction may leave it.
+
+    The radius error is ``|r_pred - r_true| / (hi - lo)``, each quaternion component's
+    ``|q_pred - q_true| / span`` (``component_span``), as in
+    Stielow et al., MLST 2020, App. C.
+
+    Parameters
+    ----------
+    radius_pred, radius_true : array_like
+        Predicted and true radii, (N,), nm.
+    quat_pred, quat_true : array_like
+        Predicted and true scalar-first quaternions, (N, 4).
+    radius_range : tuple of float, optional
+        ``(lo, hi)`` of the radii of the data set, nm: the radius error's normalisation.
+    group : str, optional
+        The point group of the fundamental domain (``"I"``, ``"O"``, ...).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``"per_param"``: (N, 5) relative errors of radius, w, x, y, z; ``"mean"`` and
+        ``"max"``: (N,) over the five.
+
+    Raises
+    ------
+    ValueError
+        ``radius_range`` is not ``(low, high)`` with ``low < high``.
     """
     rp = np.atleast_1d(np.asarray(radius_pred, dtype=np.float64))
     rt = np.atleast_1d(np.asarray(radius_true, dtype=np.float64))

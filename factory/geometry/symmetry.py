@@ -63,6 +63,24 @@ def project_to_fundamental(q, group: str = "I") -> np.ndarray:
     Applies all group rotations and keeps the one closest to the identity (Stielow et al., MLST 2020, App. A).
     Idempotent: an orientation already in the domain is returned unchanged (ties on the
     boundary go to the identity).  Works on (4,) or (N, 4) arrays.
+
+    Parameters
+    ----------
+    q : array_like
+        Scalar-first quaternion(s) ``(w, x, y, z)``, shape (4,) or (N, 4); normalised here.
+    group : str, optional
+        The point group: ``"I"`` (icosahedral), ``"O"`` (octahedral), ``"T"``, ``"Dn"``,
+        ``"Cn"`` (scipy's names), or ``"C1"`` for none.
+
+    Returns
+    -------
+    numpy.ndarray
+        The projected unit quaternion(s), same shape as ``q``, ``w >= 0``.
+
+    Raises
+    ------
+    ValueError
+        An unknown group.
     """
     q = normalize(q)
     flat = q.reshape(-1, 4)
@@ -91,6 +109,20 @@ def sample_fundamental(rng: np.random.Generator, n: int | None = None, group: st
     A uniform random rotation projected into the domain is uniform within it: right
     multiplication by a group element preserves the Haar measure and maps the domain's
     copies onto each other.  ``n=None`` returns one (4,) quaternion.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The source of randomness.
+    n : int, optional
+        Number of orientations; None for a single one.
+    group : str, optional
+        The point group (``"I"``, ``"O"``, ... as in ``project_to_fundamental``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Scalar-first unit quaternions ``(w, x, y, z)``: shape (n, 4), or (4,) for ``n=None``.
     """
     count = 1 if n is None else int(n)
     rot = Rotation.random(count, rng)  # positional: random_state (old scipy) or rng
@@ -178,6 +210,16 @@ def component_span(group: str = "I") -> np.ndarray:
 
     The normalisation of the per-component orientation errors in Stielow et al., MLST 2020, App. C
     (canonical sign ``w >= 0``; the domain is symmetric, so x, y, z span ``[-m, m]``).
+
+    Parameters
+    ----------
+    group : str, optional
+        The point group (``"I"``, ``"O"``, ... as in ``project_to_fundamental``).
+
+    Returns
+    -------
+    numpy.ndarray
+        (4,) spans of w, x, y, z (dimensionless).
     """
     return np.array(_domain_spans(group))
 

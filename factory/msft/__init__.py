@@ -5,7 +5,8 @@ Public API::
 
     from factory.msft import scatter, pattern, density, MSFTConfig
     I, qx, qy = scatter(rho, voxel_nm=1.66, absorption_length_nm=12.5, pad=512, crop=128)
-    img = pattern("icosahedron", 80.0, (1, 0, 0, 0), "paper").image
+    img = pattern("icosahedron", 80.0, (1, 0, 0, 0), MSFTConfig()).image  # a preset's config:
+    # factory.config.resolve_simulator_config("msft", "paper") (this package imports no configs)
 
 Modules: ``params`` (MSFTParams, q grid), ``grid`` (cached DFT matrices and Ewald phases),
 ``transform`` (the MSFT, written once over a :class:`factory.backend.Backend`: numpy/pyFFTW or

@@ -62,7 +62,7 @@ physical q = k_out - k_in orientation with q = 0 at pixel ``n // 2``; the measur
 orientation is the point reflection ``q -> -q`` about that pixel.
 
 Geometry of the eight measured patterns (:func:`fit_detector_geometry`, reproduced in
-``tests/test_msft_detector_response.py``): the PNGs are resampled figure crops, so dark
+``tests/msft/test_msft_detector_response.py``): the PNGs are resampled figure crops, so dark
 detector corners hold resampling noise up to ~12 of 255; the footprint is the union over the
 eight images of pixels >= 16 (``FOOTPRINT_LEVEL``).  Its bounding box is rows 33..93, cols
 28..99 (``region = (33, 94, 28, 100)``); the bevel is the corner cut that best matches the

@@ -150,6 +150,46 @@ def scatter(
     """Scattered intensity ``dsigma/dOmega`` (nm^2/sr) of a density ``[z, y, x]`` on the q-grid crop.
 
     Returns ``Pattern(intensity, qx, qy)``; ``intensity[iy, ix]`` belongs to ``(qy[iy], qx[ix])``.
+
+    Parameters
+    ----------
+    density : array_like
+        Real, finite, non-negative 3D array ``[z, y, x]`` (fill fraction or relative
+        density) on a cubic voxel grid; the beam travels along +z.
+    voxel_nm : float
+        Voxel edge, nm.
+    wavelength_nm : float, optional
+        Wavelength, nm (13.5: extreme ultraviolet).
+    absorption_length_nm : float or None, optional
+        Field attenuation length of the material, nm (intensity falls off twice as fast);
+        None: no absorption (first Born approximation).  Ignored when ``delta`` and ``beta``
+        are given.
+    delta, beta : float, optional
+        The complex refractive index ``n = 1 - delta + i beta`` (both or neither;
+        ``beta >= 0``): phase retardation and absorption.
+    pad : int, optional
+        Width of the zero-padded transform grid (>= the box width); sets the q spacing
+        ``2 pi / (pad * voxel_nm)``.
+    crop : int, optional
+        Width of the central q window returned (<= ``pad``).
+    method : {"auto", "reference", "fft", "dft"}, optional
+        How the transform is computed; all agree to float rounding (``auto`` is ``dft``).
+    backend : {"auto", "fftw", "torch", "numpy"}, optional
+        The array backend (``auto``: torch on a GPU, else pyFFTW when installed, else numpy).
+    precision : {"complex64", "complex128"}, optional
+        Precision of the amplitude.
+
+    Returns
+    -------
+    Pattern
+        ``intensity``: ``(crop, crop)`` differential cross section ``dsigma/dOmega`` in nm^2/sr,
+        indexed ``[qy, qx]``; ``qx``, ``qy``: the ``(crop,)`` axes in 1/nm.
+
+    Raises
+    ------
+    ValueError
+        An invalid density (not 3D, complex, NaN/Inf, negative, wider than ``pad``) or
+        option.
     """
     params = MSFTParams(
         voxel_nm=voxel_nm,

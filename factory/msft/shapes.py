@@ -351,6 +351,35 @@ def density(
     farther than their half-width from the surface are filled with 0 or 1 at once (``s`` is
     1-Lipschitz in the max-norm, 1.6 for the sphere's ramp), and only blocks that straddle
     the surface are evaluated voxel by voxel.  The result equals the per-voxel formula (to float32 rounding).
+
+    Parameters
+    ----------
+    shape : str
+        One of ``SHAPES`` (``"sphere"``, ``"icosahedron"``, ``"cube"``, ...).
+    radius_nm : float
+        Circumradius of the particle (radius of the sphere), nm.
+    quat : array_like, optional
+        Orientation: scalar-first quaternion ``(w, x, y, z)``, normalised here.
+    n : int
+        Voxels per side of the cubic box (>= 2).
+    voxel_nm : float
+        Voxel edge, nm; the box is ``n * voxel_nm`` wide, centred on the particle.
+    options : ShapeOptions, optional
+        Shape parameters beyond size and orientation (decahedra only).
+    dtype : numpy dtype, optional
+        The result's dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, n, n)`` fill fraction in [0, 1], indexed ``[z, y, x]`` (the input of
+        ``scatter``).
+
+    Raises
+    ------
+    ValueError
+        An unknown shape, ``n`` or ``voxel_nm`` out of range, or a particle that does not fit
+        in the box.
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")

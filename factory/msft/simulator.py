@@ -240,9 +240,39 @@ def pattern(
 ) -> DetectorImage:
     """The detector image of one particle: (shape, circumradius in nm, quaternion w,x,y,z).
 
-    ``config``: an :class:`MSFTConfig`, its dict, a preset name (``"tiny"``, ``"small"``,
-    ``"paper"``) or None (the paper defaults).  Noise (background, photons) draws from
-    ``rng`` (default: ``np.random.default_rng(0)``).
+    ``config``: an ``MSFTConfig``, its dict or None (the paper defaults); a preset
+    (``"tiny"``, ``"small"``, ``"paper"``) through ``factory.config.resolve_simulator_config``.
+    Noise (background, photons) draws from ``rng`` (default: ``np.random.default_rng(0)``).
+
+    Parameters
+    ----------
+    shape : str, optional
+        One of ``SHAPES`` (``"sphere"``, ``"icosahedron"``,
+        ``"cube"``, ...).
+    radius_nm : float, optional
+        Circumradius of the particle (radius of the sphere), nm.
+    quat : array_like, optional
+        Orientation: scalar-first quaternion ``(w, x, y, z)``, normalised here.
+    config : MSFTConfig or dict or None, optional
+        The simulator config (box, wavelength, material, detector, noise) or a dict of its
+        ``simulator:`` section; None for the paper defaults.  For a preset use
+        ``factory.config.resolve_simulator_config`` (``("msft", "tiny")``).
+    rng : numpy.random.Generator, optional
+        Source of the noise.
+
+    Returns
+    -------
+    DetectorImage
+        ``image`` (``[y, x]``, as a generated store holds it), its ``y`` and ``x`` axes
+        (``Coord``) and ``diagnostics`` (``total``, ``peak``,
+        ``time_s``, and ``photons`` with a fluence).
+
+    Raises
+    ------
+    ValueError
+        An unknown shape, or a particle larger than the config's box.
+    TypeError
+        ``config`` is of another type (a preset name included).
     """
     cfg = resolve_config(config)
     if shape not in SHAPES:

@@ -89,7 +89,42 @@ def load_chain(path: str | Path) -> list[tuple[str, BaseModel]]:
 
 def run_chain(path: str | Path, *, overwrite: bool = False, executor=None, address: str | None = None,
               workers: int | None = None, **run) -> list[steps.StepReport]:
-    """Run every step in order on one executor (given, else Dask: local threads or ``address``)."""
+    """Run every step in order on one executor (given, else Dask: local threads or ``address``).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The chain file: YAML with one key ``steps``, a list of ``{step-name: options}``
+        (``focal-average``, ``interpolate``, ``preprocess``, ``augment``; see the module
+        docstring).  Relative store paths are taken relative to its folder.
+    overwrite : bool, optional
+        Passed to every step: replace existing outputs instead of resuming them.
+    executor : Executor, optional
+        Where every step's chunks run (local, Ray, Dask); not closed.  Default: one Dask
+        executor for the whole chain, closed at the end.
+    address : str, optional
+        A dask.distributed scheduler for the default executor.
+    workers : int, optional
+        Local Dask threads of the default executor.
+    **run
+        More options of every step's run, i.e. ``progress=`` (show progress bars).
+
+    Returns
+    -------
+    list of BlockReport
+        One report per step, in order.
+
+    Raises
+    ------
+    ConfigError
+        The chain file is missing or malformed (an unknown step, an invalid option); raised
+        before any step runs.
+    StoreError
+        A step failed (see the steps' functions); the steps before it are complete and a
+        re-run resumes.
+    OutputError
+        A step's output overlaps its input or is not a dataset store.
+    """
     root = Path(path).resolve().parent
     rel = lambda p: p if is_url(p) else str(root / p)  # noqa: E731 - absolute paths and store URLs stay as they are
     chain = load_chain(path)

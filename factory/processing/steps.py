@@ -143,7 +143,50 @@ class FocalBlock:
 
 def focal_average_store(source: StoreLike, out: StoreLike, *, method: str = "product", chunk: int | None = None,
                         overwrite: bool = False, **run) -> StepReport:
-    """Focal-volume average every intensity ladder of a TDSE store (eqs. 5-6)."""
+    """Focal-volume average every intensity ladder of a TDSE store (eqs. 5-6).
+
+    Each ladder of ``n`` intensities ``I_k = I0 (k + 1) / n`` (one geometry) becomes one
+    sample with the ladder's labels but ``intensity`` and ``ladder_index``; the diagnostic
+    ``tail_fraction`` estimates the part of the integral below the lowest intensity, which
+    is left out.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A complete TDSE store generated with ``simulator.sampling.ladder >= 2`` (labels
+        ``intensity``, ``I0``, ``ladder_index``; samples in whole ladders).
+    out : str or os.PathLike
+        The new store (local path or store URL); an existing one made by the same step and
+        arguments is resumed.
+    method : {"product", "trapezoid"}, optional
+        The quadrature: the product trapezoidal rule (exact for a piecewise-linear P), or the
+        paper's trapezoidal rule on P(x_k) w(x_k).
+    chunk : int, optional
+        Output samples (ladders) per chunk; default whole source chunks, at least 8 ladders.
+    overwrite : bool, optional
+        Replace an existing store at ``out`` instead of resuming it (or refusing it, when
+        another step or other arguments made it).
+    **run
+        Where the chunks run (``runner.run_blocks``): ``executor=`` any executor
+        (local, Ray, Dask; not closed), else ``address=`` a dask.distributed scheduler or
+        ``workers=`` Dask local threads; ``progress=`` shows a progress bar (default True).
+
+    Returns
+    -------
+    BlockReport
+        What the step did: samples done, chunks computed and skipped, wall, compute and
+        write seconds, where it ran.
+
+    Raises
+    ------
+    StoreError
+        The source is missing, incomplete or damaged, or holds no complete intensity ladders
+        (or a label varies inside one); ``out`` holds another step's store; a chunk failed.
+    OutputError
+        ``out`` is, contains or lies inside a source, or exists and is not a dataset store.
+    ValueError
+        An unknown ``method``.
+    """
     src = Sources([source])
     st = src.first
     ladder = int(st.meta.get("simulator", {}).get("ladder", 0) or 0)
@@ -205,7 +248,61 @@ class InterpBlock:
 def interpolate_store(sources: list[StoreLike], out: StoreLike, *, axes: list[str], samples: int | None = None,
                       targets: np.ndarray | None = None, method: str = "linear", outside: str = "refuse",
                       seed: int = 0, chunk: int = 16, overwrite: bool = False, **run) -> StepReport:
-    """New samples at ``targets`` (or ``samples`` random points inside the hull) from computed ones."""
+    """New samples at ``targets`` (or ``samples`` random points inside the hull) from computed ones.
+
+    Every new image is a weighted sum of computed images; its labels are the same weighted
+    sums, with the ``axes`` labels set exactly to the target and the label ``interpolated = 1``.
+    Targets outside the convex hull of the sources are never extrapolated.
+
+    Parameters
+    ----------
+    sources : list of str or os.PathLike
+        Complete stores that agree (kind, image axes, labels), used as one set; none may hold
+        interpolated samples.
+    out : str or os.PathLike
+        The new store (local path or store URL); an existing one made by the same step and
+        arguments is resumed.
+    axes : list of str
+        The labels spanning the parameter space, e.g. ``["R", "I0"]`` (each scaled to [0, 1]
+        by its source range).
+    samples : int, optional
+        Number of targets drawn uniformly inside the hull (seeded by ``seed``); needed unless
+        ``targets`` is given.
+    targets : numpy.ndarray, optional
+        ``(M, len(axes))`` target points in the labels' units.
+    method : {"linear", "rbf"}, optional
+        Barycentric weights on a Delaunay triangulation, or a thin-plate-spline RBF.
+    outside : {"refuse", "flag"}, optional
+        Refuse any target outside the hull, or drop those targets (their number is recorded
+        as ``dropped_outside``).
+    seed : int, optional
+        Seed of the random targets.
+    chunk : int, optional
+        Samples per chunk of ``out``.
+    overwrite : bool, optional
+        Replace an existing store at ``out`` instead of resuming it (or refusing it, when
+        another step or other arguments made it).
+    **run
+        Where the chunks run (``runner.run_blocks``): ``executor=`` any executor
+        (local, Ray, Dask; not closed), else ``address=`` a dask.distributed scheduler or
+        ``workers=`` Dask local threads; ``progress=`` shows a progress bar (default True).
+
+    Returns
+    -------
+    BlockReport
+        What the step did: samples done, chunks computed and skipped, wall, compute and
+        write seconds, where it ran.
+
+    Raises
+    ------
+    StoreError
+        A source is missing, incomplete or damaged, or the sources disagree; an axis is not a
+        label; the sources hold interpolated samples; neither ``samples`` nor ``targets`` is
+        given; targets lie outside the hull (``outside="refuse"``) or none inside; ``out``
+        holds another step's store; a chunk failed.
+    OutputError
+        ``out`` is, contains or lies inside a source, or exists and is not a dataset store.
+    """
     src = Sources(list(sources))
     p = src.params()
     missing = [a for a in axes if a not in p]
@@ -286,7 +383,59 @@ def global_kmax(src: Sources, floor: float) -> tuple[float, float]:
 def preprocess_store(sources: list[StoreLike], out: StoreLike, *, mode: str, window: str = "global",
                      log_floor: float | None = None, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
                      seed: int = 0, chunk: int = 32, overwrite: bool = False, **run) -> StepReport:
-    """Network input (PMD 2D / 1D, scattering) with the preprocessing recorded, plus splits."""
+    """Network input (PMD 2D / 1D, scattering) with the preprocessing recorded, plus splits.
+
+    The preprocessing description is stored in the new store's attributes (and later in
+    every model card trained on it); the seeded ``split`` array (0 train, 1 validation,
+    2 test) is written with it, and interpolated samples never enter the test split.
+
+    Parameters
+    ----------
+    sources : list of str or os.PathLike
+        Complete stores that agree (kind, image axes, labels), processed as one set.
+    out : str or os.PathLike
+        The new store (local path or store URL); an existing one made by the same step and
+        arguments is resumed.
+    mode : str
+        ``"pmd2d"`` (2D momentum distributions), ``"pmd1d"`` (1D dP/dkx; both need
+        ``(ky, kx)`` images) or ``"scatter"`` (scattering patterns as ``log10(I / max I)``
+        on 0..1).
+    window : {"global", "per-image"}, optional
+        ``pmd2d``: one symmetric momentum window for the whole set (a reduction over all
+        images), or each image's own.
+    log_floor : float, optional
+        Clipping floor in decades below the maximum (< 0); default -5 for PMDs, -6 for
+        scattering.
+    split : tuple of float, optional
+        (train, validation, test) fractions, >= 0 and summing to 1; the test fraction is
+        taken of the computed (not interpolated) samples.
+    seed : int, optional
+        Seed of the split.
+    chunk : int, optional
+        Samples per chunk of ``out``.
+    overwrite : bool, optional
+        Replace an existing store at ``out`` instead of resuming it (or refusing it, when
+        another step or other arguments made it).
+    **run
+        Where the chunks run (``runner.run_blocks``): ``executor=`` any executor
+        (local, Ray, Dask; not closed), else ``address=`` a dask.distributed scheduler or
+        ``workers=`` Dask local threads; ``progress=`` shows a progress bar (default True).
+
+    Returns
+    -------
+    BlockReport
+        What the step did: samples done, chunks computed and skipped, wall, compute and
+        write seconds, where it ran.
+
+    Raises
+    ------
+    StoreError
+        A source is missing, incomplete or damaged, or the sources disagree; the mode does
+        not fit the images; an invalid ``mode``, ``window``, ``log_floor`` or ``split``; no
+        signal above the floor; ``out`` holds another step's store; a chunk failed.
+    OutputError
+        ``out`` is, contains or lies inside a source, or exists and is not a dataset store.
+    """
     src = Sources(list(sources))
     dims = src.first.meta["image_dims"][1:]
     if mode in ("pmd2d", "pmd1d") and dims != ["ky", "kx"]:
@@ -326,7 +475,28 @@ def write_split(store: DatasetStore, codes: np.ndarray, **meta: Any) -> None:
 
 
 def split_store(path: StoreLike, *, fractions: tuple[float, float, float], seed: int = 0) -> dict[str, int]:
-    """(Re)assign the seeded split of an existing store in place; returns the counts."""
+    """(Re)assign the seeded split of an existing store in place; returns the counts.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The store (local path or store URL), opened for writing.
+    fractions : tuple of float
+        (train, validation, test) fractions, >= 0 and summing to 1; interpolated samples
+        never enter the test split, whose fraction is taken of the computed samples.
+    seed : int, optional
+        Seed of the permutation.
+
+    Returns
+    -------
+    dict of str to int
+        Samples per split: ``{"train": ..., "validation": ..., "test": ...}``.
+
+    Raises
+    ------
+    StoreError
+        The store is missing or damaged, or ``fractions`` is invalid.
+    """
     st = DatasetStore.open(path, mode="r+")
     p = st.params()
     computed = p["interpolated"] == 0 if "interpolated" in p else None
@@ -373,7 +543,54 @@ def augment_store(source: StoreLike, out: StoreLike, *, factor: int = 11, seed: 
 
     ``detector`` (a name of :data:`factory.msft.detector_response.DETECTORS`, e.g. ``"ag-clusters"``)
     then shows every image of every split through that measured detector (valid pixels, central
-    hole, saturation), so that a network trained on the set reads that detector's patterns."""
+    hole, saturation), so that a network trained on the set reads that detector's patterns.
+
+    A grown sample gets ``factor`` copies through the filters ``0, 1, ..., factor - 1``
+    (modulo 11; filter 0 is the identity); the other samples are copied once, unfiltered.
+    The labels ``augmentation`` (filter index) and ``source_index`` are added, and every copy
+    keeps its source's split.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A complete preprocessed store (``preprocess_store``).
+    out : str or os.PathLike
+        The new store (local path or store URL); an existing one made by the same step and
+        arguments is resumed.
+    factor : int, optional
+        Copies of each grown sample (>= 1; 11 applies every filter once).
+    seed : int, optional
+        Seed of the filters' random draws (copy i draws from (seed, i)).
+    only_split : {"train", "validation", "test", "all"}, optional
+        Which samples are grown.
+    detector : str, optional
+        A measured detector model (e.g. ``"ag-clusters"``) to show every image through;
+        needs a ``scatter`` store of the detector's image size.
+    chunk : int, optional
+        Samples per chunk of ``out``.
+    overwrite : bool, optional
+        Replace an existing store at ``out`` instead of resuming it (or refusing it, when
+        another step or other arguments made it).
+    **run
+        Where the chunks run (``runner.run_blocks``): ``executor=`` any executor
+        (local, Ray, Dask; not closed), else ``address=`` a dask.distributed scheduler or
+        ``workers=`` Dask local threads; ``progress=`` shows a progress bar (default True).
+
+    Returns
+    -------
+    BlockReport
+        What the step did: samples done, chunks computed and skipped, wall, compute and
+        write seconds, where it ran.
+
+    Raises
+    ------
+    StoreError
+        The source is missing, incomplete or damaged; ``factor < 1``; an unknown
+        ``only_split``; a detector that is unknown or does not fit the store; ``out`` holds
+        another step's store; a chunk failed.
+    OutputError
+        ``out`` is, contains or lies inside a source, or exists and is not a dataset store.
+    """
     src = Sources([source])
     if detector is not None:
         try:

@@ -118,6 +118,57 @@ class DatasetStore(IntegrityChecks):
         one is complete (never anything that is not a factory store).  At a URL it is built in
         a local temporary folder and uploaded, root ``zarr.json`` last (:func:`.location.publish`);
         an existing store there is never replaced (``overwrite`` is refused).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where the store goes: a local path or a store URL (``s3://bucket/x.zarr``).
+        kind : str
+            What made the samples (the simulator kind, e.g. ``"tdse"``); recorded, and checked
+            by the steps that read the store.
+        n_samples : int
+            Number of samples (>= 1, at most ``MAX_SAMPLES``).
+        chunk : int
+            Samples per chunk, the unit of writing (``write_block``); capped at
+            ``n_samples``.
+        coords : tuple of Coord
+            The image axes in image order (name, values, units, long name); the images are
+            ``(n_samples, *(len(c.values) for c in coords))``.
+        param_names : list of str
+            The labels, one float64 array ``params/<name>`` each.
+        diagnostic_names : list of str, optional
+            Per-sample simulator diagnostics, one float64 array ``diagnostics/<name>`` each.
+        config : dict, optional
+            The resolved config that made the store (recorded in its attributes).
+        config_hash : str, optional
+            The hash of ``config``; a resume or a processing step compares it.
+        seed : int, optional
+            The seed of the samples (recorded).
+        lineage : list of dict, optional
+            The source stores of a derived store (``lineage_entry`` of each).
+        extra_attrs : dict, optional
+            More entries of the store's ``factory`` attributes (e.g. the simulator's).
+        sample_arrays : dict, optional
+            Per-sample arrays written once now, name -> (values of shape ``(n_samples,)``,
+            attributes), e.g. the ``split``.
+        overwrite : bool, optional
+            Replace an existing dataset store at a local ``path`` once the new one is complete.
+        dtype : str, optional
+            The images' dtype.
+
+        Returns
+        -------
+        DatasetStore
+            The new store, opened for writing (``mode="r+"``), no sample done yet.
+
+        Raises
+        ------
+        StoreError
+            The arguments describe an impossible store (sample count, a chunk over 2 GiB,
+            colliding names, NaN/Inf coordinates, wrongly shaped per-sample arrays).
+        OutputError
+            ``path`` exists and ``overwrite`` is not given (always at a URL), or it is not a
+            dataset store, or it cannot be written.
         """
         path = store_location(path)
         chunk = cls.validate_new(path, n_samples=n_samples, chunk=chunk, coords=coords, param_names=param_names,
@@ -145,7 +196,30 @@ class DatasetStore(IntegrityChecks):
         sample done, every chunk file present, metadata matching the arrays; ``partial=True``
         (an explicit choice) skips the completeness check, e.g. to read only the done samples.
         Writers (``"r+"``) get any consistent store (a resume fills the missing chunks).
-        ``path``: a local path or a store URL (:func:`.location.store_location`)."""
+        ``path``: a local path or a store URL (``location.store_location``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The store: a local path or a store URL (``s3://bucket/x.zarr``).
+        mode : {"r", "r+"}, optional
+            ``"r"`` to read (complete, verified stores only, unless ``partial``), ``"r+"``
+            to write blocks or attributes.
+        partial : bool, optional
+            With ``mode="r"``: skip the completeness check and the verification of the
+            non-image arrays (e.g. to read the done samples of an unfinished store).
+
+        Returns
+        -------
+        DatasetStore
+            The open store; image chunks read through it are checked against their digests.
+
+        Raises
+        ------
+        StoreError
+            No store at ``path``, not a Zarr v3 group, metadata that does not match the
+            arrays, or (mode ``"r"``) samples not done, chunk files missing or damage found.
+        """
         path = store_location(path)
         if not has_root(path):
             raise StoreError(f"{path}: no dataset store there (missing zarr.json)")
@@ -370,6 +444,24 @@ class DatasetStore(IntegrityChecks):
 
         Refuses blocks that are not chunk-aligned, have the wrong shape, miss a label, or
         hold NaN/Inf, so that nothing wrong is ever marked done.
+
+        Parameters
+        ----------
+        start : int
+            The first sample of the block; a multiple of ``chunk``.
+        images : numpy.ndarray
+            ``(n, *image_shape)`` images of samples ``[start, start + n)``, where ``n`` is the
+            chunk (less for the last chunk); cast to the store's dtype.
+        params : dict of str to numpy.ndarray
+            Every label of the store, ``(n,)`` values each.
+        diagnostics : dict of str to numpy.ndarray, optional
+            Every diagnostic of the store, ``(n,)`` values each.
+
+        Raises
+        ------
+        StoreError
+            The block is not one whole chunk, has the wrong image shape, lacks a label or
+            diagnostic, or holds NaN/Inf; nothing is written then.
         """
         stop = start + len(images)
         if start % self.chunk or start >= self.n_samples or (stop != min(start + self.chunk, self.n_samples)):

@@ -100,6 +100,18 @@ class IntegrityChecks:
         sound); samples not done are listed too (an incomplete store).  ``images=False`` skips
         reading the image chunks (what every reader checks when it opens a store: the images
         are checked chunk by chunk as they are read).
+
+        Parameters
+        ----------
+        images : bool, optional
+            Read and check the image chunks too (the bulk of the store); False checks
+            everything else.
+
+        Returns
+        -------
+        list of Damage
+            One entry per problem: the array, the chunk index (-1: not one chunk), the samples
+            ``[start, stop)`` it concerns and the reason.  Empty when the store is sound.
         """
         n = self.n_samples
         try:

@@ -31,6 +31,24 @@ def open_dataset(path: StoreLike, *, flat: bool = True):
     ``flat``: the nested ``factory`` attribute becomes the JSON string ``factory_json`` and the
     CF global attributes are added where missing, so that ``to_netcdf`` accepts the Dataset.
     Opens incomplete stores too (``done`` says which samples are written).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The store: a local path or a store URL.
+    flat : bool, optional
+        Make the attributes NetCDF-compatible (see above); False keeps them as stored.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy (dask-backed) variables ``images``, ``done``, the coordinates, every label and
+        diagnostic and the per-sample arrays, each with CF ``units`` and ``long_name``.
+
+    Raises
+    ------
+    StoreError
+        No store at ``path``, or its metadata does not match its arrays.
     """
     import xarray as xr
 

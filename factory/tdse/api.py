@@ -188,7 +188,7 @@ def compute_pmds(
 
 #: a PMD whose mask-method yield is below this fraction of the norm the mask absorbed is not
 #: resolved: most of what left the box is not in it as free electrons (the `tiny` grid's known
-#: gap at 1e14 W/cm^2 is 3-5x, README "Validation"; HeH+ on `tiny` gives 1e-4..2e-3)
+#: gap at 1e14 W/cm^2 is 3-5x, docs/tdse.md "Validation"; HeH+ on `tiny` gives 1e-4..2e-3)
 MIN_YIELD_FRACTION = 0.1
 #: an edge floor: dP/dkx falls by less than FLOOR_FALL_DECADES over the outer FLOOR_BAND of the
 #: window while still above FLOOR_LEVEL of its peak (a resolved PMD falls by several decades there)
@@ -198,7 +198,19 @@ FLOOR_BAND, FLOOR_FALL_DECADES, FLOOR_LEVEL = 0.2, 1.0, 1e-6
 def resolution_warnings(result: PMDResult) -> list[str]:
     """Why a PMD is not resolved by its grid, in words (empty when nothing says so): its
     mask-method yield is under :data:`MIN_YIELD_FRACTION` of the absorbed norm, or dP/dkx ends
-    on a flat floor at the window's edge (see :data:`FLOOR_BAND`)."""
+    on a flat floor at the window's edge (see ``FLOOR_BAND``).
+
+    Parameters
+    ----------
+    result : PMDResult
+        A computed momentum distribution (``momentum_distribution``).
+
+    Returns
+    -------
+    list of str
+        One sentence per sign that the grid does not resolve the PMD; empty when none.
+        ``momentum_distribution`` logs each as a warning.
+    """
     out = []
     if result.absorbed > 0 and result.total_yield < MIN_YIELD_FRACTION * result.absorbed:
         out.append(f"the mask-method yield {result.total_yield:.2e} is {result.total_yield / result.absorbed:.2g} of the "
@@ -229,7 +241,35 @@ def warn_if_unresolved(result: PMDResult, molecule: str, preset: str) -> None:
 def ground_state(
     molecule: str = "H2+", R: float = 2.0, alpha: float = 0.0, preset: str = "small", **overrides: Any
 ) -> GroundState:
-    """Ground state (energy in a.u. and wave function on the preset's grid); alpha in degrees."""
+    """Ground state (energy in a.u. and wave function on the preset's grid); alpha in degrees.
+
+    Parameters
+    ----------
+    molecule : str, optional
+        ``"H2+"``, ``"HeH+"``, or a molecule defined through a ``molecules`` override.
+    R : float, optional
+        Internuclear distance, a.u. (bohr).
+    alpha : float, optional
+        Angle of the molecular axis to the laser polarisation (x axis), degrees.
+    preset : {"small", "paper", "fast", "tiny"}, optional
+        The numerics (grid, time step, mask, ...) of ``configs/tdse/<preset>.yaml``.
+    **overrides
+        Any key of ``TDSEConfig``, nested sections as dicts,
+        e.g. ``dt=0.05``, ``grid={"nx": 1024}``, ``groundstate={"tol": 1e-10}``.
+
+    Returns
+    -------
+    GroundState
+        ``energy`` (a.u.), ``psi`` (``(ny, nx)`` on ``grid``, normalised), ``converged``,
+        the imaginary-time ``steps`` and ``background`` (a bound on its field-free ionisation
+        under the real-time step).
+
+    Raises
+    ------
+    ConfigError
+        An unknown preset, molecule or key, a value out of range, or a molecule that does
+        not fit in the box; raised before any compute.
+    """
     cfg = config_for(molecule, R, 0.0, 0.0, alpha, preset, **overrides)
     return ground_state_for(cfg, molecule, float(R), float(alpha))
 
@@ -243,7 +283,40 @@ def momentum_distribution(
     preset: str = "small",
     **overrides: Any,
 ) -> PMDResult:
-    """One PMD: intensity in W/cm^2, cep in rad, alpha in degrees; axes in a.u."""
+    """One PMD: intensity in W/cm^2, cep in rad, alpha in degrees; axes in a.u.
+
+    Parameters
+    ----------
+    molecule : str, optional
+        ``"H2+"``, ``"HeH+"``, or a molecule defined through a ``molecules`` override.
+    R : float, optional
+        Internuclear distance, a.u. (bohr).
+    intensity : float, optional
+        Peak intensity of the pulse, W/cm^2.
+    cep : float, optional
+        Carrier-envelope phase, rad.
+    alpha : float, optional
+        Angle of the molecular axis to the laser polarisation (x axis), degrees.
+    preset : {"small", "paper", "fast", "tiny"}, optional
+        The numerics (grid, time step, mask, ...) of ``configs/tdse/<preset>.yaml``.
+    **overrides
+        Any key of ``TDSEConfig``, nested sections as dicts,
+        e.g. ``dt=0.05``, ``grid={"nx": 1024}``, ``pulse={"cycles": 4}``.
+
+    Returns
+    -------
+    PMDResult
+        ``pmd`` (``(n_ky, n_kx)``, probability per a.u.^2 on the ``kx``, ``ky`` axes in a.u.;
+        ``kx`` along the polarisation), ``dp_dkx``, the ground-state ``energy`` (a.u.), the
+        norm left in the box and absorbed by the mask, ``total_yield``, ``background`` and
+        ``seconds``.  A warning is logged for each of ``resolution_warnings``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown preset, molecule or key, or a value out of range; raised before any
+        compute.
+    """
     cfg = config_for(molecule, R, intensity, cep, alpha, preset, **overrides)
     run = {"molecule": molecule, "R": R, "alpha": alpha, "intensity": intensity, "cep": cep}
     res = compute_pmds(cfg, [run])[0]
@@ -260,7 +333,43 @@ def momentum_distributions(
     preset: str = "small",
     **overrides: Any,
 ) -> list[PMDResult]:
-    """Several PMDs of one geometry (e.g. an intensity ladder), propagated as batches."""
+    """Several PMDs of one geometry (e.g. an intensity ladder), propagated as batches.
+
+    The runs share the potential and the ground state; ``batch`` of them (a config key) are
+    propagated together.
+
+    Parameters
+    ----------
+    molecule : str, optional
+        ``"H2+"``, ``"HeH+"``, or a molecule defined through a ``molecules`` override.
+    R : float, optional
+        Internuclear distance, a.u. (bohr).
+    intensities : sequence of float, optional
+        Peak intensities, W/cm^2: one PMD each (``intensity_ladder`` gives the ladder of
+        focal averaging).
+    cep : float or sequence of float, optional
+        Carrier-envelope phase, rad: one for all runs or one per intensity.
+    alpha : float, optional
+        Angle of the molecular axis to the laser polarisation (x axis), degrees.
+    preset : {"small", "paper", "fast", "tiny"}, optional
+        The numerics (grid, time step, mask, ...) of ``configs/tdse/<preset>.yaml``.
+    **overrides
+        Any key of ``TDSEConfig``, nested sections as dicts,
+        e.g. ``batch=4``, ``dt=0.05``.
+
+    Returns
+    -------
+    list of PMDResult
+        One per intensity, in the order given (see ``momentum_distribution``).
+
+    Raises
+    ------
+    ConfigError
+        An unknown preset, molecule or key, or a value out of range; raised before any
+        compute.
+    ValueError
+        ``cep`` is a sequence of another length than ``intensities``.
+    """
     intensities = [float(i) for i in intensities]
     ceps = [float(c) for c in (cep if isinstance(cep, (list, tuple, np.ndarray)) else [cep] * len(intensities))]
     cfg = config_for(molecule, R, intensities, ceps, alpha, preset, **overrides)
@@ -286,5 +395,18 @@ def refined(cfg: TDSEConfig, factor: int = 2) -> TDSEConfig:
 
 
 def intensity_ladder(i0: float, n: int) -> np.ndarray:
-    """The ladder the generator uses for focal averaging: I_k = I0 (k + 1) / n, k = 0..n-1."""
+    """The ladder the generator uses for focal averaging: I_k = I0 (k + 1) / n, k = 0..n-1.
+
+    Parameters
+    ----------
+    i0 : float
+        The peak intensity I0 of the focus, W/cm^2.
+    n : int
+        Number of intensities (the ``sampling.ladder`` of a TDSE config).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` ascending intensities in W/cm^2, the last one ``i0``.
+    """
     return i0 * (np.arange(n) + 1.0) / n

@@ -8,7 +8,7 @@ centre, ``a`` the soft-core parameter and the optional Gaussian term (``Zs``, ``
 screening term of eq. (7).
 
 - ``H2+``: two protons at +-R/2 with soft-core ``a`` (the paper does not state it; the default
-  ``a = 0.5`` is our choice, see the README for the resulting E0).
+  ``a = 0.5`` is our choice, see docs/tdse.md for the resulting E0).
 - ``HeH+``: proton at +R/2 (along (cos alpha, sin alpha)), He at -R/2 with ``Z = 1``,
   ``Zs = 1``, ``b = 1.063``, ``a = 1/2``: E0(R = 1.4) = -1.66 a.u. (the paper's calibration).
 """

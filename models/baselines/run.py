@@ -175,7 +175,52 @@ def run_baselines(train_store: str | Path, test_store: str | Path | None = None,
                   progress: bool = False, executor: Executor | None = None) -> dict[str, Any]:
     """Fit every method on ``train_store`` and score it on ``test_store`` (default: the training
     store's own test split); writes baselines.json, baselines.md, predictions.npz and
-    pred-vs-true.png into ``out`` when given."""
+    pred-vs-true.png into ``out`` when given.
+
+    Parameters
+    ----------
+    train_store : str or pathlib.Path
+        The processed store whose done samples outside its test split are the training set
+        (and the references of the direct comparisons).
+    test_store : str or pathlib.Path, optional
+        The store to score on: its test split, or all its done computed samples when it has
+        none; default the training store's test split.
+    methods : list of str, optional
+        Keys of ``METHODS`` (``mse``, ``sift``, ``svr-hog``, ``dt-hog``, ``xgb-hog``,
+        ``svr-sift``, ``mse+refs``, ``sift+refs``); default ``DEFAULT_METHODS``.
+    labels : list of str, optional
+        The labels to predict; default ``["R"]``.
+    out : str or pathlib.Path, optional
+        Folder for the report files; nothing is written without.
+    references : list of str or pathlib.Path, optional
+        More reference stores for the ``+refs`` methods.
+    options : BaselineOptions, optional
+        Every method's options (HOG, SIFT, regressor settings, interpolated references,
+        ``parallel``); default ``BaselineOptions()``.
+    progress : bool, optional
+        Show progress bars.
+    executor : Executor, optional
+        Where feature extraction and comparisons run (not closed); default the one
+        ``options.parallel`` resolves to.
+
+    Returns
+    -------
+    dict
+        The report: ``train_store``, ``test_store``, ``labels``, ``n_train``, ``n_test``,
+        ``image_shape``, ``options``, ``methods`` (per method: its ``name``, ``scores`` per
+        label (``mae``, ``rmse``, ``median_ae``), ``train_s``, ``predict_s``,
+        ``ms_per_image``), ``mean_predictor`` (MAE per label), ``where`` and ``wall_s``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown method.
+    StoreError
+        A store is missing, incomplete or damaged, lacks a label, has no samples to train
+        or test on, or its images are of another size.
+    OutputError
+        ``out`` cannot hold the results.
+    """
     folder = ResultFolder(out, RESULT_FILES) if out is not None else None  # before any work
     labels = list(labels or ["R"])
     opts = options or BaselineOptions()

@@ -7,7 +7,7 @@ range, orientation uniform in the fundamental domain) each start a Nelder-Mead s
 iterations on the MSFT forward model; the objective is the mean squared difference of the
 log images.  The best end point wins; ``polish`` optionally continues it for more
 iterations (the paper stops after 50 x 50; a noiseless image is recovered to ~0.1 % only
-with a polish, see the README).  Every objective evaluation is one simulation, counted.
+with a polish, see docs/baselines.md).  Every objective evaluation is one simulation, counted.
 
 The random starts run as pieces of work on an executor (``parallel``: ``auto`` spreads them
 over Ray when the work pays, ``local`` keeps them in this process; or an executor given), the

@@ -48,6 +48,50 @@ POLICIES = ("wait", "drop")
 
 @dataclass
 class StreamOptions:
+    """How a ``StreamPredictor`` batches, queues, predicts and when it stops.
+
+    Parameters
+    ----------
+    batch_size : int, optional
+        Frames per model call (>= 1).
+    max_latency_ms : float, optional
+        A batch waits at most this long, ms, after its first frame arrived for more frames.
+    queue_size : int, optional
+        Frames held between the reader and the model (>= 1).
+    policy : {"wait", "drop"}, optional
+        A full queue stops the reader (back-pressure, nothing dropped), or drops the oldest
+        queued frame (counted, its id recorded).
+    replicas : int, optional
+        0: predict on threads of this process; N: on N model replicas kept by the executor
+        (Ray actors by default, one GPU each when there is one per replica).
+    workers : int, optional
+        In-process batches at once; 0: auto (the CPU cores up to 4 on a CPU, 2 on a GPU).
+    device : str, optional
+        Torch device of the in-process model; default the GPU when there is one.
+    optimize : {"freeze", "none", "compile"}, optional
+        Frozen TorchScript, the eager module, or ``torch.compile``.
+    status_every_s : float, optional
+        Seconds between status callbacks.
+    max_frames : int, optional
+        Stop after this many received messages.
+    duration_s : float, optional
+        Stop after this many seconds.
+    idle_timeout_s : float, optional
+        Stop when nothing arrived for this many seconds.
+    geometry : str, optional
+        Detector frames: a CrystFEL ``.geom`` file (else the detector's default geometry).
+    bin : int, optional
+        Detector frames: detector pixels per model pixel (None: the largest that fits).
+    mc_samples : int, optional
+        MC-dropout passes per frame (adds ``<label>_std`` and, with a calibration,
+        ``ood_score`` and ``flagged``); 0: off.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``policy`` or ``optimize``, or a size, latency or count out of range.
+    """
+
     batch_size: int = 32
     max_latency_ms: float = 20.0      # a batch waits at most this long for more frames
     queue_size: int = 256
@@ -273,6 +317,37 @@ class _Queue:
 
 
 class StreamPredictor:
+    """Predict labels for a stream of frames: source -> bounded queue -> batches -> model -> sinks.
+
+    See the module docstring for the counting rule and the order of the results.
+
+    Parameters
+    ----------
+    model_folder : str
+        A trained model folder; raw frames go through the preprocessing its card records.
+    source : iterable
+        Yields ``Frame`` (a decoded frame),
+        ``Rejected`` (a malformed message, counted) or None
+        (nothing arrived yet); e.g. ``models.stream.sources.open_source``.  Its
+        ``close()``, ``reconnects``, ``timeouts`` and ``lost`` are used when present.
+    sinks : list
+        Where results go: each has ``write(frame_ids, latency_ms, values)`` or
+        ``write_results(results)`` and ``flush(summary)`` (e.g. the Zarr, PUB and PNG sinks
+        of ``models.stream.sinks``).
+    options : StreamOptions
+        Batching, queueing, placement and stop conditions.
+    on_status : callable, optional
+        Called every ``options.status_every_s`` with the live counts (received, predicted,
+        rejected, dropped, pending, lost, latency percentiles, rate).
+    executor : Executor, optional
+        Keeps the model replicas when ``options.replicas`` > 0; default Ray.
+
+    Raises
+    ------
+    ModelError
+        The model is missing or damaged.
+    """
+
     def __init__(self, model_folder: str, source, sinks: list, options: StreamOptions,
                  on_status: Callable[[dict[str, Any]], None] | None = None, executor: Executor | None = None):
         import torch
@@ -381,7 +456,20 @@ class StreamPredictor:
                     "p99_ms": float(np.percentile(lat, 99))}
 
     def run(self) -> dict[str, Any]:
-        """Stream until the source ends, a limit is reached or stop() is called; then drain."""
+        """Stream until the source ends, a limit is reached or stop() is called; then drain.
+
+        Whatever ends the run, every sink is flushed with the summary.
+
+        Returns
+        -------
+        dict
+            The summary: ``received``, ``predicted``, ``rejected``, ``dropped``, ``pending``,
+            ``lost``, ``sent``, ``balanced``, ``p50_ms`` and ``p99_ms`` latency, ``rate``
+            (frames/s), ``wall_s``, ``reasons`` of the rejections, ``dropped_ids``, the
+            source's ``reconnects``, ``timeouts`` and ``source_lost``, ``detectors``, the
+            reader's ``error`` and the sinks' ``report``s (``sinks``).
+            ``verdict`` says whether the run failed.
+        """
         import torch
 
         pool: ThreadPoolExecutor | ReplicaPool | None = None

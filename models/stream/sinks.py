@@ -119,7 +119,7 @@ def _endpoint(endpoint: str) -> str:
 
 class PubSink:
     """Publishes one msgpack message per frame on a ZeroMQ PUB socket, schema
-    ``factory.predictions/1`` (README "Streaming prediction"):
+    ``factory.predictions/1`` (docs/streaming.md):
 
     - predicted: ``{"schema", "status": "predicted", "frame_id", "train_id", "pulse_id",
       "latency_ms", "values": {label: value}}``; with ``--uncertainty`` also ``"std": {label: value}``,
