@@ -1,43 +1,49 @@
+"""What the tests share: the session's one Ray, the in-process CLI (:mod:`factory.testing`), threads.
+
+Tiers: ``python3 -m pytest -q`` runs the fast tier (``-m "not slow"`` in pyproject.toml's addopts);
+``python3 -m pytest -q -m slow`` the slow one (the executed docs, the quickstart's tiny plan,
+multi-node clusters, kills of real processes, the monitor in Chromium, long fuzzing).  `.ci/run`
+runs both.
+"""
+
 import os
-import subprocess
 import sys
 
 import pytest
 
+from factory.testing import error_line, run_cli, run_cli_process  # noqa: F401 - tests import them from here too
+
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("FACTORY_FFTW_PLANNER", "FFTW_ESTIMATE")
 
+_RAY: dict[str, str] = {}
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """An embedded local Ray with 2 CPUs for one test module."""
+
+def shared_ray():
+    """The test session's one embedded Ray (2 CPUs), started on first use and kept to the end.
+
+    :func:`ray_local` exports its address through ``RAY_ADDRESS``, so `factory` commands run in a
+    subprocess join it instead of starting their own (a Ray start costs 10-40 s on the shared
+    2-core machine).  A test that shut Ray down (to test a Ray of its own) leaves the next one a
+    new Ray.
+    """
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)  # never a cluster of another process
-    yield ray
-    ray.shutdown()
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
+                 log_to_driver=False)  # never a cluster of another process
+        _RAY.pop("address", None)
+    if "address" not in _RAY:
+        _RAY["address"] = ray.get_runtime_context().gcs_address
+    return ray
 
 
-def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the installed `factory` command line as a user would."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "factory.cli", *args],
-        capture_output=True, text=True, timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"factory {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
-    """The one ``error:`` line a failed command printed; a traceback anywhere on stderr fails the test."""
-    assert "Traceback (most recent call last)" not in proc.stderr, f"a traceback, not a one-line error:\n{proc.stderr}"
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    errors = [l for l in lines if l.startswith("error: ")]
-    assert len(errors) == 1, f"expected exactly one 'error:' line, got:\n{proc.stderr}"
-    return errors[0]
+@pytest.fixture
+def ray_local(monkeypatch):
+    """The session's shared embedded Ray, with ``RAY_ADDRESS`` set to it for this test."""
+    ray = shared_ray()
+    monkeypatch.setenv("RAY_ADDRESS", _RAY["address"])
+    return ray
 
 
 @pytest.fixture

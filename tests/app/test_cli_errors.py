@@ -1,8 +1,8 @@
 """The one-line error contract (issue 13, items 7, 15, 16): bad input gets exactly one ``error:``
 line on stderr and exit status 2, is refused before anything is written, and never a traceback.
 
-A few cases run the real command line in a subprocess (``run_cli``); the many usage errors run
-``factory.cli.main`` in this process, which is the same code path ``python -m factory.cli`` takes.
+One case runs the real command line in a subprocess (``run_cli_process``); the rest run
+``factory.cli.main`` in this process (``run_cli``), the code path ``python -m factory.cli`` takes.
 """
 
 import subprocess
@@ -14,7 +14,7 @@ import pytest
 from factory.cli import main
 from factory.errors import StoreError
 from factory.processing.splits import assign_splits, check_fractions
-from tests.conftest import error_line, run_cli
+from factory.testing import error_line, run_cli, run_cli_process
 
 
 def cli(capsys, *args: str) -> subprocess.CompletedProcess:
@@ -44,7 +44,7 @@ def pmd_store(tmp_path_factory):
 # -- Typer usage errors: one line, exit 2, for `factory` and every sub-app ---------------------------
 def test_usage_error_is_one_error_line_in_a_real_shell(tmp_path):
     out = tmp_path / "s.zarr"
-    only_error(run_cli("generate", "blobs/tiny", "--out", str(out), "--workers", "0"),
+    only_error(run_cli_process("generate", "blobs/tiny", "--out", str(out), "--workers", "0"),
                "--workers", "greater than or equal to 1", "--help")
     assert not out.exists()
 

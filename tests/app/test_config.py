@@ -5,7 +5,7 @@ import pytest
 from factory.config import SIZES, list_presets, load_config
 from factory.errors import ConfigError
 from factory.simulators import KINDS
-from tests.conftest import error_line, run_cli
+from factory.testing import error_line, run_cli
 
 
 @pytest.mark.parametrize("preset", list_presets())

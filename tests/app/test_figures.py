@@ -293,7 +293,8 @@ def test_explain_titles_in_physical_units_and_overlay_colour_bar(stores, tmp_pat
         m = re.search(r"predicted R = ([-\d.e]+) a\.u\.", title)
         assert m, title
         got = float(m.group(1))
-        assert got == pytest.approx(want, rel=2e-3, abs=2e-3), (title, want)  # not the scaled [0, 1] output
+        # not the scaled [0, 1] output; the title rounds to 3 significant digits (2.2952 -> '2.3')
+        assert got == pytest.approx(want, rel=5e-3, abs=5e-3), (title, want)
         assert re.search(r"true R = [\d.]+ a\.u\.", title)
     ex = Explained(model)
     img = np.asarray(st.images[:1])

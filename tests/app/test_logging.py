@@ -32,6 +32,7 @@ def cli(capsys, *args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, out, err)
 
 
+@pytest.mark.slow
 def test_ray_train_run_prints_only_its_own_lines_once(store, tmp_path):
     """`factory train` through Ray Train (an embedded Ray, Ray Train's controller, its placement
     group cleaner, a worker): each epoch line once, the result, nothing of Ray's own."""

@@ -17,7 +17,7 @@ from factory.msft.measured import (AG_CLUSTER_NAMES, ATTRIBUTION, ag_cluster_dir
                                    load_ag_cluster, load_ag_clusters)
 from models.experimental import DATA_DIR, load_png
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_eight_patterns_with_labels_and_licence_note():

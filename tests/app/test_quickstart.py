@@ -2,12 +2,15 @@
 
 import re
 
-from tests.conftest import error_line, run_cli
+import pytest
+
+from factory.testing import error_line, run_cli, run_cli_process
 
 
+@pytest.mark.slow  # the whole chain at tiny size, in its own process
 def test_quickstart_tiny_writes_report_with_figures(tmp_path):
     out = tmp_path / "qs"
-    proc = run_cli("quickstart", "--out", str(out), "--size", "tiny", "--no-progress", timeout=900)
+    proc = run_cli_process("quickstart", "--out", str(out), "--size", "tiny", "--no-progress", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "report.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)

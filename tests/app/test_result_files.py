@@ -11,7 +11,7 @@ from factory.errors import OutputError
 from factory.outputs import RESULT_FILES, ResultFolder, check_file_output
 from factory.plots import save
 from factory.plots.style import plt
-from tests.conftest import error_line, run_cli
+from factory.testing import error_line, run_cli
 
 
 def _figure():

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
-KUBERAY_SCHEMA = Path(__file__).resolve().parent / "fixtures" / "kuberay" / "raycluster-v1-openapi-schema.json"
+KUBERAY_SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "kuberay" / "raycluster-v1-openapi-schema.json"
 
 
 def test_ray_launcher_yaml_passes_rays_own_schema():

@@ -14,7 +14,7 @@ from factory.errors import ClusterError, ConfigError, GenerationError
 from factory.processing.steps import focal_average_store, preprocess_store
 from factory.simulators import Coord
 from factory.store import DatasetStore
-from tests.test_processing import make_ladder_store
+from factory.testing import make_ladder_store
 
 
 def square(offset, x):
@@ -138,8 +138,11 @@ def test_ray_replicas_are_actors_with_state_and_their_own_errors(ray_local):
         assert not isinstance(info.value, ray.exceptions.RayError)  # the method's own exception
         actors = list(pool.actors)
     assert not pool.actors
+    deadline = time.monotonic() + 60  # ray.kill is asynchronous: a call sent at once may still be served
     with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(actors[0].call.remote("copy"), timeout=60)
+        while time.monotonic() < deadline:
+            ray.get(actors[0].call.remote("copy"), timeout=60)
+            time.sleep(0.05)
 
 
 # -- the block runner ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from factory.config import load_config
 from factory.engine import build_simulator, compute_block, generate
 from factory.errors import GenerationError, OutputError, StoreError
 from factory.store import DatasetStore
-from tests.conftest import error_line, run_cli
+from factory.testing import error_line, run_cli
 
 
 def arrays(path):

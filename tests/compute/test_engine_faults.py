@@ -30,6 +30,8 @@ from factory.config import load_config
 from factory.engine import compute_block, generate, prepare_store, run_block
 from factory.store import DatasetStore
 
+pytestmark = pytest.mark.slow  # kills of real processes (and clusters): the slow tier
+
 BLOCK_TASK = "factory.block"  # the name the engine gives its block tasks (and actor calls)
 TITLE = "ray::" + BLOCK_TASK  # a Ray worker's process title while it runs such a task
 LOST = {"WORKER_DIED", "NODE_DIED", "ACTOR_DIED", "ACTOR_UNAVAILABLE"}  # how Ray records a killed attempt
@@ -228,6 +230,7 @@ ACTOR_DRIVER = """
 import json, sys
 from factory.config import load_config
 from factory.engine import generate
+
 cfg = load_config("blobs/tiny", sys.argv[3:], samples=48)
 rep = generate(cfg, sys.argv[1], resume=sys.argv[2] == "resume", workers=1, mode="actors", progress=False)
 print(json.dumps(rep.as_dict()))

@@ -18,7 +18,7 @@ from models.synthetic import make_store
 
 #: a final model's card exactly as `factory train` wrote it at commit d32a23f (card version 1):
 #: pmd-cnn/tiny, 2 epochs, on make_store(n=32, chunk=8, shape=(32, 32))
-V1 = Path(__file__).with_name("test_model_card_v1.json")
+V1 = Path(__file__).resolve().parents[1] / "fixtures" / "model_card_v1.json"
 LOCAL = ["run.backend=local", "run.cpus_per_worker=1"]
 
 

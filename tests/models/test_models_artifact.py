@@ -103,6 +103,7 @@ def test_resume_is_exactly_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # weights and optimizer state were restored
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
     _, store, _ = data
     out = tmp_path / "killed"
@@ -131,7 +132,7 @@ def test_cli_errors_are_one_line(data, tmp_path):
     from typer.testing import CliRunner
 
     from factory.app.learning import app
-    from tests.conftest import error_line
+    from factory.testing import error_line
 
     _, store, _ = data
     runner = CliRunner()

@@ -16,6 +16,7 @@ def store(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("ray") / "disks.zarr", n=64, chunk=8, shape=(32, 32))
 
 
+@pytest.mark.slow
 def test_two_workers_checkpoint_every_epoch_and_resume(ray_local, store, tmp_path, monkeypatch):
     # relative paths, as a user types them: the Ray Train workers run in another directory
     monkeypatch.chdir(tmp_path)

@@ -8,9 +8,12 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from models.synthetic import make_store
 from models.train import checkpoint_dirs, load_train_config, train
+
+pytestmark = pytest.mark.slow  # kills of real processes (and clusters): the slow tier
 
 
 def files(folder):

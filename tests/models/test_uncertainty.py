@@ -18,7 +18,7 @@ from models.stream.sources import ReplaySource
 from models.synthetic import make_store
 from models.train import load_train_config, train
 from models.uncertainty import FILENAME, OOD_FILE, P68, blank_and_noise, read_images, roc_auc
-from tests.conftest import error_line, run_cli
+from factory.testing import error_line, run_cli
 
 LOCAL = ["run.backend=local", "run.cpus_per_worker=1", "data.labels=[R,I]"]
 

@@ -160,7 +160,7 @@ def test_the_model_card_types_the_description_and_writes_it_as_stored():
 def test_a_card_with_a_damaged_description_is_one_model_error(tmp_path):
     from models.card import ModelCard, ModelError
 
-    v1 = json.loads(Path(__file__).with_name("test_model_card_v1.json").read_text())
+    v1 = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "model_card_v1.json").read_text())
     assert isinstance(ModelCard.from_dict({**v1, "preprocessing": STORED["scatter"]}).preprocessing, Scatter)
     with pytest.raises(ModelError, match="damaged model card .*preprocessing scatter: surprise: Extra inputs") as info:
         ModelCard.from_dict({**v1, "preprocessing": {**STORED["scatter"], "surprise": 1}}, tmp_path / "model.json")

@@ -1,6 +1,5 @@
 """Dask post-processing: focal averaging, interpolation, preprocessing, splits, chains, resume."""
 
-import json
 import os
 import signal
 import subprocess
@@ -18,11 +17,11 @@ from factory.processing import focal, preprocess
 from factory.processing.chain import run_chain
 from factory.processing.description import Pmd2d, parse
 from factory.processing.splits import TEST, assign_splits
-from factory.processing.steps import (augment_store, focal_average_store, interpolate_store, preprocess_store,
+from factory.processing.steps import (focal_average_store, interpolate_store, preprocess_store,
                                       read_split, split_store)
 from factory.simulators import Coord
 from factory.store import DatasetStore
-from tests.conftest import error_line, run_cli
+from factory.testing import error_line, ladder_pmd, make_ladder_store, run_cli
 
 KY = np.linspace(-3, 3, 33)
 KX = np.linspace(-4, 4, 41)
@@ -30,30 +29,7 @@ KX = np.linspace(-4, 4, 41)
 
 def pmd(R, intensity, ky=KY, kx=KX):
     """A smooth synthetic PMD whose width grows with intensity and fringes with R."""
-    yy, xx = np.meshgrid(ky, kx, indexing="ij")
-    s = 0.4 + intensity / 4e14
-    return (intensity / 1e14) ** 3 * np.exp(-(xx**2 + 2 * yy**2) / (2 * s**2)) * (1.2 + np.cos(R * xx))
-
-
-def make_ladder_store(path, groups=6, ladder=5, chunk=5, fn=pmd, ky=KY, kx=KX, kind="tdse"):
-    rng = np.random.default_rng(1)
-    st = DatasetStore.create(
-        path, kind=kind, n_samples=groups * ladder, chunk=chunk,
-        coords=(Coord("ky", ky, "a.u."), Coord("kx", kx, "a.u.")),
-        param_names=["R", "intensity", "cep", "alpha", "molecule", "I0", "ladder_index"],
-        config={"synthetic": True}, config_hash=f"synthetic-{groups}-{ladder}-{kind}-{len(kx)}",
-        extra_attrs={"simulator": {"ladder": ladder}},
-    )
-    R = np.repeat(rng.uniform(1, 8, groups), ladder)
-    I0 = np.repeat(rng.uniform(1e14, 4e14, groups), ladder)
-    k = np.tile(np.arange(ladder), groups).astype(float)
-    inten = I0 * (k + 1) / ladder
-    imgs = np.stack([fn(r, i, ky, kx) for r, i in zip(R, inten)]).astype(np.float32)
-    zeros = np.zeros(groups * ladder)
-    for s, e in st.blocks():
-        st.write_block(s, imgs[s:e], {"R": R[s:e], "intensity": inten[s:e], "cep": zeros[s:e], "alpha": zeros[s:e],
-                                      "molecule": zeros[s:e], "I0": I0[s:e], "ladder_index": k[s:e]})
-    return st
+    return ladder_pmd(R, intensity, ky, kx)
 
 
 # -- focal averaging --------------------------------------------------------------------
@@ -281,6 +257,7 @@ def big_pmd(R, intensity, ky, kx):
     return np.exp(-(xx**2 + yy**2) / (0.5 + intensity / 2e14)) * (1.5 + np.sin(R * xx))
 
 
+@pytest.mark.slow
 def test_killed_step_reruns_without_recomputing_and_identically(tmp_path):
     ky, kx = np.linspace(-3, 3, 512), np.linspace(-3, 3, 512)
     src = make_ladder_store(tmp_path / "raw.zarr", groups=48, ladder=2, chunk=2, fn=big_pmd, ky=ky, kx=kx)

@@ -39,7 +39,7 @@ from factory.store.location import publish  # noqa: E402
 BUCKET = "bucket"
 SMALL = ["--set", "simulator.n_blobs=1", "--set", "chunk=16"]  # 32 samples in 2 chunks: few objects
 GUARD = textwrap.dedent('''
-    """Test guard (tests/test_object_store.py): no name lookup of a remote host."""
+    """Test guard (tests/store/test_object_store.py): no name lookup of a remote host."""
     import ipaddress, json, os, socket, traceback
 
     _real = socket.getaddrinfo

@@ -7,7 +7,7 @@ import xarray as xr
 from factory.errors import OutputError, StoreError
 from factory.simulators import Coord
 from factory.store import DatasetStore, open_dataset
-from tests.conftest import error_line, run_cli
+from factory.testing import run_cli
 
 
 def make_store(path, n=10, chunk=4, **kw):

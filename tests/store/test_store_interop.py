@@ -15,7 +15,7 @@ from factory.errors import OutputError, StoreError
 from factory.store import DatasetStore, open_dataset
 from factory.store import cf
 from factory.store.export import export_store
-from tests.conftest import error_line, run_cli
+from factory.testing import error_line, run_cli
 
 
 def written(path, spec="blobs/tiny", samples=10, chunk=4, overrides=(), blocks=None):

@@ -20,9 +20,9 @@ from factory.errors import OutputError, StoreError
 from factory.outputs import TMP_TAG, check_disjoint, staged_output, user_path
 from factory.processing.steps import preprocess_store, split_store
 from factory.store import DatasetStore
-from tests.conftest import error_line, run_cli
+from factory.testing import error_line, run_cli, run_cli_process
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import fault_injection  # noqa: E402
 
 
@@ -152,6 +152,7 @@ prepare_store(load_config("blobs/tiny", ["chunk=4"], samples=16), sys.argv[1], o
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_create_leaves_nothing_or_a_valid_store(tmp_path):
     path = tmp_path / "s.zarr"
     outcomes = set()
@@ -190,8 +191,8 @@ def test_creating_ten_million_samples_writes_no_per_sample_objects(tmp_path):
 
 def test_unreachable_address_fails_fast_and_creates_nothing(tmp_path):
     t0 = time.time()
-    proc = run_cli("generate", "blobs/tiny", "--out", str(tmp_path / "s.zarr"), "--address", "127.0.0.1:1",
-                   timeout=60)
+    proc = run_cli_process("generate", "blobs/tiny", "--out", str(tmp_path / "s.zarr"), "--address", "127.0.0.1:1",
+                           timeout=60)  # a process of its own: one in which Ray already runs would use that one
     assert proc.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in error_line(proc)
     assert time.time() - t0 < 60 and not (tmp_path / "s.zarr").exists()
 
@@ -311,6 +312,7 @@ def test_damaged_store_gives_one_line_to_info_and_preprocess(tmp_path, name):
 
 
 # -- the acceptance run: >= 30 damages, all detected, all refused, none silently wrong -------
+@pytest.mark.slow
 def test_fault_injection_every_damage_detected_and_refused(tmp_path):
     res = fault_injection.run(tmp_path, samples=16, chunk=4)
     t = res["tally"]

@@ -2,7 +2,6 @@
 (hostile ids, headers and sizes; failures mid-run). The wire fuzz tests are in test_stream_fuzz.py."""
 
 import json
-import socket
 import threading
 import time
 
@@ -14,7 +13,6 @@ import zarr
 import zmq
 
 from factory.processing import preprocess
-from factory.simulators import Coord
 from factory.store import DatasetStore
 from models.artifact import Predictor, save_model
 from models.networks import build
@@ -22,50 +20,14 @@ from models.stream.pipeline import StreamOptions, StreamPredictor
 from models.stream.protocol import Rejected, decode_karabo, decode_simple, encode_simple, simple_header
 from models.stream.sinks import ZarrSink
 from models.stream.sources import ReplaySource, ZmqSource
-from tests.conftest import error_line, run_cli
-
-KY, KX = np.linspace(-3, 3, 33), np.linspace(-4, 4, 41)
-
-
-def raw_frame(i):
-    yy, xx = np.meshgrid(KY, KX, indexing="ij")
-    R = 1 + (i % 7)
-    return (np.exp(-(xx**2 + 2 * yy**2) / (1 + 0.1 * (i % 5))) * (1.2 + np.cos(R * xx))).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    net = build("pmd-cnn", input_shape=[32, 64], outputs=2)
-    net.eval()
-    desc = preprocess.pmd2d_description("global", (3.0, 4.0), out_shape=(32, 64))
-    desc["input_axes"] = preprocess.input_axes({"ky": KY, "kx": KX})
-    folder = tmp_path_factory.mktemp("model")
-    save_model(folder, net, {
-        "architecture": {"name": "pmd-cnn", "kwargs": {"input_shape": [32, 64], "outputs": 2}},
-        "labels": ["R", "intensity"], "task": "regress", "preprocessing": desc,
-        "label_scaling": {"names": ["R", "intensity"], "methods": ["minmax", "minmax"], "offset": [1.0, 1e14],
-                          "scale": [7.0, 3e14]},
-        "input": {"shape": [32, 64], "mean_std": [0.0, 1.0]},
-    })
-    return folder
+from factory.testing import error_line, free_port, run_cli
+from models.testing import make_raw_store, raw_frame, results
 
 
 def offline(model_dir, frames):
     pred = Predictor(model_dir, device="cpu")
     desc = pred.description["preprocessing"]
     return pred.predict(np.stack([preprocess.apply(desc, f) for f in frames]))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def results(path):
-    g = zarr.open_group(str(path), mode="r")
-    return {k: g[k][:] for k in ("frame_id", "latency_ms", "R", "intensity")}
 
 
 def run_stream(model_dir, source, tmp_path, name="out.zarr", executor=None, **opts):
@@ -151,15 +113,6 @@ def test_source_killed_and_restarted_is_reconnected(model_dir, tmp_path):
     s = out
     assert s["received"] == 60 and s["predicted"] == 60 and s["balanced"] and s["reconnects"] >= 1
     np.testing.assert_array_equal(results(tmp_path / "r.zarr")["frame_id"], np.arange(60))
-
-
-def make_raw_store(path, n):
-    st = DatasetStore.create(path, kind="tdse", n_samples=n, chunk=20,
-                             coords=(Coord("ky", KY, "a.u."), Coord("kx", KX, "a.u.")), param_names=["R"],
-                             config_hash="raw")
-    for s, e in st.blocks():
-        st.write_block(s, np.stack([raw_frame(i) for i in range(s, e)]), {"R": np.arange(s, e, dtype=float)})
-    return st
 
 
 def test_unoptimised_path_equals_offline_exactly(model_dir, tmp_path):

@@ -21,7 +21,8 @@ from models.stream.protocol import (MAX_ID, Frame, Rejected, SeqCounter, decode_
                                     encode_simple)
 from models.stream.sinks import ZarrSink
 from models.stream.sources import ZmqSource
-from tests.test_stream import free_port, model_dir, raw_frame, results  # noqa: F401  (model_dir: a fixture)
+from factory.testing import free_port
+from models.testing import raw_frame, results
 
 LIMIT = 1 << 20  # the decoders' byte limit in these tests (libzmq's MAXMSGSIZE is 2 x + 1 MiB)
 
@@ -233,7 +234,7 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
-def test_loopback_flood_of_malformed_messages_counts_exactly(model_dir, tmp_path):  # noqa: F811
+def test_loopback_flood_of_malformed_messages_counts_exactly(model_dir, tmp_path):
     n_valid, per_kind = 1000, 37
     kinds = list(KINDS)
     assert len(kinds) >= 40 and len(kinds) * per_kind >= 2000

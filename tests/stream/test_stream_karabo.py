@@ -23,8 +23,9 @@ from models.stream.pipeline import StreamOptions, StreamPredictor, verdict
 from models.stream.protocol import Rejected, decode_karabo
 from models.stream.sinks import KaraboSink, ZarrSink
 from models.stream.sources import ZmqSource
-from tests.conftest import error_line, run_cli
-from tests.test_stream import free_port, model_dir, raw_frame  # noqa: F401  (model_dir: a fixture)
+from factory.testing import error_line, run_cli
+from factory.testing import free_port
+from models.testing import raw_frame
 
 SOURCE = "SPB_DET_AGIPD1M-1/CAL/APPEND_CORRECTED"
 LABELS = ["radius", "intensity"]
@@ -261,7 +262,7 @@ def test_idle_server_is_no_reconnect_storm_and_a_lost_source_fails_the_run(scatt
     assert verdict(out).startswith(f"lost the source: tcp://127.0.0.1:{port} dropped the connection")
 
 
-def test_cli_on_the_simulation_server_and_runs_that_exit_non_zero(scatter_model, model_dir, tmp_path):  # noqa: F811
+def test_cli_on_the_simulation_server_and_runs_that_exit_non_zero(scatter_model, model_dir, tmp_path):
     from karabo_bridge.server import SimServerInThread
 
     port = free_port()
@@ -272,12 +273,12 @@ def test_cli_on_the_simulation_server_and_runs_that_exit_non_zero(scatter_model,
         stream = ("predict", "stream", str(scatter_model), "--source", f"tcp://127.0.0.1:{port}", "--json")
         proc = run_cli(*stream, "--max-frames", "128")
         assert proc.returncode == 0, proc.stderr
-        s = json.loads(proc.stdout)
+        s = json.loads(proc.stdout[proc.stdout.index("{"):])  # after the lines of the server (a thread of this process)
         assert s["received"] == s["predicted"] == 128 and s["reconnects"] == 0
         assert s["detectors"]["agipd/module"]["crop"] == {"name": "crop-bin", "shape": [64, 64], "bin": 2, "fill": 0.0}
         # the wrong layout forced: every train rejected, the run fails with one error line
         proc = run_cli(*stream, "--max-frames", "2", "--layout", "file")
-        assert proc.returncode == 1 and json.loads(proc.stdout)["rejected"] == 2
+        assert proc.returncode == 1 and json.loads(proc.stdout[proc.stdout.index("{"):])["rejected"] == 2
         assert "no frame was predicted: 2 of 2 rejected (AGIPD-1M data fit no file layout x2)" in error_line(proc)
     finally:
         sim.stop()
@@ -296,7 +297,7 @@ def test_cli_on_the_simulation_server_and_runs_that_exit_non_zero(scatter_model,
     assert proc.returncode == 2 and "0.npy: not a CrystFEL geometry of the AGIPD-1M" in error_line(proc)
 
 
-def test_msgpack_predictions_follow_the_versioned_schema(model_dir, tmp_path):  # noqa: F811
+def test_msgpack_predictions_follow_the_versioned_schema(model_dir, tmp_path):
     import msgpack
     import zmq
 

@@ -17,7 +17,8 @@ import pytest
 from models.stream.monitor import MonitorSink
 from models.stream.pipeline import StreamOptions, StreamPredictor
 from models.stream.sources import ReplaySource
-from tests.test_stream import free_port, make_raw_store, model_dir  # noqa: F401  (model_dir: a fixture)
+from factory.testing import free_port
+from models.testing import make_raw_store
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -60,7 +61,7 @@ def colour_pixels(img, rgb, tol=12):
 
 
 @pytest.mark.slow  # a CLI process (torch, the model) and a browser: about 30 s on 2 shared cores
-def test_monitor_page_during_a_stream_run_renders_in_headless_chromium(model_dir, tmp_path):  # noqa: F811
+def test_monitor_page_during_a_stream_run_renders_in_headless_chromium(model_dir, tmp_path):
     import matplotlib.image as mpimg
 
     st = make_raw_store(tmp_path / "raw.zarr", 600)
@@ -114,7 +115,7 @@ def test_monitor_page_during_a_stream_run_renders_in_headless_chromium(model_dir
         pytest.skip(f"no browser ({', '.join(BROWSERS)}) on PATH: the page was served but not rendered")
 
 
-def test_monitor_sink_is_bounded_and_matches_the_run(model_dir, tmp_path):  # noqa: F811
+def test_monitor_sink_is_bounded_and_matches_the_run(model_dir, tmp_path):
     st = make_raw_store(tmp_path / "raw.zarr", 40)
     mon = MonitorSink(["R", "intensity"], {"R": "a.u."}, port=0, window=16, history_s=3, log_floor=-5.0)
     assert mon.latest_png() is None

@@ -13,7 +13,7 @@ from factory.config import load_config
 from factory.tdse import PRESETS, make_config
 from factory.tdse.config import check_physics, preset_values
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "tdse_fast_fidelity.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "tdse_fast_fidelity.py"
 
 
 def _work(cfg) -> float:
