@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .compute import BlockReport, Executor, fill_missing_blocks
+from .compute import BlockReport, Executor, fill_missing_blocks, finish_replacement
 from .compute.blocks import BlockWriter
 from .config import GenerateConfig, config_from_dict
 from .errors import GenerationError, StoreError
-from .outputs import is_factory_zarr
+from .outputs import is_dataset_store
+from .writer_lock import local_writer_lock
 from .simulators import Simulator, rng_for, simulator_class
 from .store import DatasetStore, StoreLike, check_new_store, store_exists, store_location
 
@@ -236,31 +237,37 @@ def generate(
     """
     out = store_location(out)
     if not (resume and store_exists(out)):  # refuse before connecting or creating anything
-        check_new_store(out, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr, resumable=True)
+        check_new_store(out, overwrite=overwrite, what="dataset store", recognise=is_dataset_store, resumable=True)
         DatasetStore.validate_new(out, **store_spec(config))
     else:
         done = complete_report(prepare_store(config, out, resume=True), f"generate {config.kind}")
         if done is not None:  # nothing to do: no Ray started, no run recorded
             return done
-    own = executor is None
-    if own:
-        from .compute.ray_executor import RayExecutor
-
-        executor = RayExecutor(address, workers=workers, cpus_per_task=cpus_per_task, mode=mode,
-                               max_retries=max_retries)
-    threads = getattr(executor, "cpus_per_task", 1)
-    try:
-        store = prepare_store(config, out, overwrite=overwrite, resume=resume)
-        report = fill_missing_blocks(store, SimulateBlock(config.resolved(), threads), executor,
-                                     progress=progress, step=f"generate {config.kind}")
-    finally:
+    with local_writer_lock(out, "dataset store"):  # one writer per store: a second is refused
+        own = executor is None
         if own:
-            executor.close()
-    runs = store.meta.get("runs", [])
-    runs.append({
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "blocks_computed": report.blocks_computed,
-        "blocks_failed": len(report.failures), "wall_s": round(report.wall_s, 3), "where": report.where,
-    })
-    store.update_meta(runs=runs)
-    report.raise_failures(GenerationError)
-    return report
+            from .compute.ray_executor import RayExecutor
+
+            executor = RayExecutor(address, workers=workers, cpus_per_task=cpus_per_task, mode=mode,
+                                   max_retries=max_retries)
+        threads = getattr(executor, "cpus_per_task", 1)
+        store = None
+        try:
+            store = prepare_store(config, out, overwrite=overwrite, resume=resume)
+            report = fill_missing_blocks(store, SimulateBlock(config.resolved(), threads), executor,
+                                         progress=progress, step=f"generate {config.kind}")
+        except BaseException:
+            if store is not None:
+                store.discard()  # an --overwrite's new store, never the old one
+            raise
+        finally:
+            if own:
+                executor.close()
+        runs = store.meta.get("runs", [])
+        runs.append({
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "blocks_computed": report.blocks_computed,
+            "blocks_failed": len(report.failures), "wall_s": round(report.wall_s, 3), "where": report.where,
+        })
+        store.update_meta(runs=runs)
+        return finish_replacement(store, report, GenerationError)
+

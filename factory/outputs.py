@@ -34,6 +34,7 @@ from typing import Any
 from pathlib import Path
 
 from .errors import OutputError
+from .jsonfile import read_json
 
 #: top-level folders where no output may go (kernel interfaces, devices)
 FORBIDDEN_ROOTS = tuple(Path(p) for p in ("/proc", "/sys", "/dev"))
@@ -69,7 +70,7 @@ def check_disjoint(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) 
 # -- recognising what the project created -------------------------------------------------
 def _json(path: Path) -> dict | None:
     try:
-        data = json.loads(path.read_bytes())
+        data = read_json(path)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -79,20 +80,36 @@ def _is_zarr_node(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and (path / "zarr.json").is_file()
 
 
-def is_factory_zarr(path: str | os.PathLike) -> bool:
-    """A Zarr v3 group the project wrote (a dataset store or a predictions store): its
-    ``zarr.json`` carries the ``factory`` (dataset) or ``stream`` (predictions) attributes,
-    and every entry beside it is a Zarr node (no user file, no foreign folder)."""
+def zarr_kind(path: str | os.PathLike) -> str | None:
+    """``"dataset"`` or ``"predictions"`` for a Zarr v3 group the project wrote (its ``zarr.json``
+    carries the ``factory`` (dataset store) or ``stream`` (predictions store) attributes, and
+    every entry beside it is a Zarr node: no user file, no foreign folder), else None."""
     path = Path(path)
     meta = _json(path / "zarr.json")
     if not meta or meta.get("node_type") != "group":
-        return False
+        return None
     attrs = meta.get("attributes") or {}
     factory = attrs.get("factory")
-    ours = (isinstance(factory, dict) and "schema_version" in factory) or isinstance(attrs.get("stream"), dict)
-    if not ours:
-        return False
-    return all(e.name == "zarr.json" or _is_zarr_node(Path(e.path)) for e in os.scandir(path))
+    kind = ("dataset" if isinstance(factory, dict) and "schema_version" in factory
+            else "predictions" if isinstance(attrs.get("stream"), dict) else None)
+    if kind is None or not all(e.name == "zarr.json" or _is_zarr_node(Path(e.path)) for e in os.scandir(path)):
+        return None
+    return kind
+
+
+def is_factory_zarr(path: str | os.PathLike) -> bool:
+    """A dataset store or a predictions store the project wrote (:func:`zarr_kind`)."""
+    return zarr_kind(path) is not None
+
+
+def is_dataset_store(path: str | os.PathLike) -> bool:
+    """A dataset store the project wrote: what ``--overwrite`` of a dataset store may replace."""
+    return zarr_kind(path) == "dataset"
+
+
+def is_predictions_store(path: str | os.PathLike) -> bool:
+    """A predictions store of ``factory predict stream``: what its ``--overwrite`` may replace."""
+    return zarr_kind(path) == "predictions"
 
 
 RecogniseFn = Callable[[Path], bool]
@@ -181,6 +198,20 @@ def ensure_writable_parent(out: Path) -> None:
         raise OutputError(f"{out}: cannot create its parent folder ({exc.strerror})") from None
     if not os.access(out.parent, os.W_OK):
         raise OutputError(f"{out.parent}: not writable")
+
+
+def replacement_path(out: Path) -> Path:
+    """Where a replacement of ``out`` is built and filled while ``out`` stays as it is: a hidden
+    sibling named by :func:`staging_name` (temporaries of killed processes removed first)."""
+    _remove_stale(out)
+    return staging_name(out)
+
+
+def publish_replacement(tmp: Path, out: Path, *, what: str, recognise: RecogniseFn) -> None:
+    """Swap the complete replacement ``tmp`` into the place of ``out`` (checked again: still
+    a ``what`` of the project's); the old ``out`` is removed only after the swap."""
+    check_replaceable(out, overwrite=True, what=what, recognise=recognise)
+    _swap_into_place(tmp, out)
 
 
 def staging_name(out: Path) -> Path:

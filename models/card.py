@@ -35,6 +35,7 @@ Only ``architecture``, ``labels`` and ``input.shape`` are required: a network ma
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from factory.errors import FactoryError
 from factory.processing.description import Description, recorded
+from factory.jsonfile import read_json
 
 FORMAT = "factory-model"
 VERSION = 2
@@ -83,6 +85,8 @@ class Scaling(_Frozen):
     def _lengths(self):
         if not len(self.names) == len(self.methods) == len(self.offset) == len(self.scale):
             raise ValueError("label_scaling: names, methods, offset and scale differ in length")
+        if not all(math.isfinite(v) for v in (*self.offset, *self.scale)):
+            raise ValueError(f"label_scaling: offset {list(self.offset)} and scale {list(self.scale)} must be finite")
         return self
 
     def scaling(self):
@@ -97,11 +101,25 @@ class LabelStats(_Frozen):
     max: float
 
 
+#: the most values one network input may hold (a 4096 x 4096 image is 2^24): a card asking
+#: for more is refused before anything is allocated
+MAX_INPUT_VALUES = 1 << 26
+
+
 class InputSpec(_Frozen):
-    shape: tuple[int, ...] = Field(min_length=1)
+    shape: tuple[int, ...] = Field(min_length=1, max_length=4)
     dims: tuple[str, ...] = ()
     dtype: str = "float32"
     mean_std: tuple[float, float] = (0.0, 1.0)
+
+    @model_validator(mode="after")
+    def _size(self):
+        if any(n < 1 for n in self.shape) or math.prod(self.shape) > MAX_INPUT_VALUES:
+            raise ValueError(f"input.shape {list(self.shape)}: each size >= 1 and at most {MAX_INPUT_VALUES:,} "
+                             "values in all")
+        if not all(math.isfinite(v) for v in self.mean_std) or not self.mean_std[1] > 0:
+            raise ValueError(f"input.mean_std {list(self.mean_std)}: finite, with a positive standard deviation")
+        return self
 
 
 class Postprocess(_Frozen):
@@ -218,7 +236,7 @@ class ModelCard(_Frozen):
         if not path.is_file():
             raise ModelError(f"{folder}: not a model folder (no {FILENAME}); pass a trained model's folder")
         try:
-            data = json.loads(path.read_bytes())
+            data = read_json(path)
         except (OSError, ValueError) as exc:
             raise ModelError(f"{path}: damaged model card ({str(exc).splitlines()[0]})") from None
         return cls.from_dict(data, path)

@@ -31,6 +31,7 @@ from factory.errors import StoreError
 from factory.outputs import is_factory_zarr, user_path
 
 from .card import FILENAME as CARD, ModelCard, ModelError
+from factory.jsonfile import read_json
 
 RUN_MANIFEST = "factory-run.json"  # the file name only; what it holds is checked by train_runs
 MAX_DEPTH = 6
@@ -87,7 +88,7 @@ def _abs(p: Any) -> str | None:
 
 def _zarr_attrs(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads((path / "zarr.json").read_bytes())
+        data = read_json(path / "zarr.json")
     except (OSError, ValueError):
         return {}
     return (data.get("attributes") or {}) if isinstance(data, dict) else {}
@@ -167,7 +168,7 @@ def _model(path: Path) -> Entry | None:
 
 def _manifest_schema(path: Path) -> str | None:
     try:
-        data = json.loads((path / RUN_MANIFEST).read_bytes())
+        data = read_json(path / RUN_MANIFEST)
     except (OSError, ValueError):
         return None
     return data.get("schema") if isinstance(data, dict) else None

@@ -22,8 +22,10 @@ The modules, by what they hold:
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,8 @@ import numpy as np
 import torch
 
 from factory.errors import ConfigError
-from factory.outputs import check_disjoint, user_path
+from factory.outputs import check_disjoint, publish_replacement, replacement_path, user_path
+from factory.writer_lock import local_writer_lock
 from factory.store import DatasetStore, StoreLocation, is_url, store_location
 
 from .artifact import ModelError, read_card
@@ -40,7 +43,7 @@ from .train_config import (TrainConfig, config_from_dict, load_train_config, res
 from .train_job import TrainJob, describe_training_set, prepare, training_split  # noqa: F401
 from .train_loop import run_worker, train_local
 from .train_runs import (MANIFEST, MANIFEST_VERSION, MODEL_NAMES, RUN_NAMES, RUN_SCHEMA,  # noqa: F401
-                         check_run_output, checkpoint_dirs, is_run_folder, latest_checkpoint, owned_output,
+                         check_run_output, checkpoint_dirs, empty_dir, is_run_folder, latest_checkpoint, owned_output,
                          publish_model, read_manifest, select_checkpoint, start_attempt, write_manifest)
 
 @dataclass
@@ -109,27 +112,46 @@ def train(config: TrainConfig, store: str | Path | None, out: str | Path, *, res
     """
     cfg, store_path, out = _absolute(config, store, out)
     in_place, replace = check_run_output(out, resume=resume, overwrite=overwrite)
+    with local_writer_lock(out, "training run folder"):  # one writer per run folder: a second is refused
+        return _train(cfg, store_path, out, in_place, replace, address, progress)
+
+
+def _train(cfg: TrainConfig, store_path: StoreLocation, out: Path, in_place: bool, replace: bool,
+           address: str | None, progress: bool) -> TrainResult:
     ds = DatasetStore.open(store_path)
     latest = latest_checkpoint(out) if in_place else None
     plan = prepare(cfg, ds, latest)
     if plan.complete:  # --resume of a finished run: nothing to train, no Ray started
         return _finish(out, cfg, plan.start_epoch, 0.0, "nothing to do: the run is complete")
     use_gpu, threads, where = _placement(cfg, address)
-    # everything is checked: only now write into the run folder
-    attempt = start_attempt(out, in_place=in_place, replace=replace, config=cfg.resolved(), store=store_path,
-                            resumed_from=latest, targets=plan.targets)
-    job = TrainJob(config=cfg, card=plan.card, store=str(store_path), train=plan.split.train, val=plan.split.val,
-                   targets_file=str(out / "targets.npy"), input_stats=plan.input_stats,
-                   storage=str(out / "checkpoints"), attempt_name=f"attempt-{attempt}", init_from=plan.init_from,
-                   resume_from=str(latest) if latest else None, use_gpu=use_gpu, threads=threads, progress=progress)
-    t0 = time.perf_counter()
-    if cfg.run.backend == "local":
-        train_local(job)
-    else:
-        from .train_ray import fit
+    final = out
+    if not in_place and replace and out.exists() and not empty_dir(out):  # --overwrite of a run: the new
+        out = replacement_path(final)  # run trains beside the old one, which stays until it is finished
+    try:
+        # everything is checked: only now write into the run folder
+        attempt = start_attempt(out, in_place=in_place, replace=replace, config=cfg.resolved(), store=store_path,
+                                resumed_from=latest, targets=plan.targets)
+        job = TrainJob(config=cfg, card=plan.card, store=str(store_path), train=plan.split.train,
+                       val=plan.split.val, targets_file=str(out / "targets.npy"), input_stats=plan.input_stats,
+                       storage=str(out / "checkpoints"), attempt_name=f"attempt-{attempt}",
+                       init_from=plan.init_from, resume_from=str(latest) if latest else None, use_gpu=use_gpu,
+                       threads=threads, progress=progress)
+        t0 = time.perf_counter()
+        if cfg.run.backend == "local":
+            train_local(job)
+        else:
+            from .train_ray import fit
 
-        fit(job)
-    return _finish(out, cfg, plan.start_epoch, time.perf_counter() - t0, where)
+            fit(job)
+        result = _finish(out, cfg, plan.start_epoch, time.perf_counter() - t0, where)
+        if out != final:
+            publish_replacement(out, final, what="training run folder", recognise=is_run_folder)
+            result = replace_fields(result, out=str(final), model=str(final / "model"))
+        return result
+    except BaseException:
+        if out != final:
+            shutil.rmtree(out, ignore_errors=True)  # the unfinished new run; the old one is as it was
+        raise
 
 
 def _absolute(config: TrainConfig, store: str | Path | None, out: str | Path) -> tuple[TrainConfig, StoreLocation, Path]:
@@ -172,7 +194,7 @@ def _finish(out: Path, cfg: TrainConfig, start_epoch: int, wall: float, where: s
     publish_model(out / "model", chosen, card)
     records = [h.as_dict() for h in history]
     (out / "history.json").write_text(json.dumps(records, indent=1))
-    from .evaluate import plot_history
+    from .figures import plot_history
 
     plot_history(records, out / "loss.png", title=cfg.name or cfg.model.arch)
     sel = records[card.epoch - 1]

@@ -24,7 +24,7 @@ import torch
 from factory.logs import get_logger
 
 from .artifact import OPTIMIZER, load_state, load_torch, read_card, save_model
-from .card import EpochRecord, ModelCard
+from .card import EpochRecord, ModelCard, ModelError
 from .data import ChunkStream, D4Augment
 from .networks import from_description
 from .train_job import TrainJob
@@ -242,11 +242,25 @@ def run_worker(job: TrainJob, sess: Session) -> None:
         t_train = time.perf_counter() - t0
         val = _validate(st, val_loader, loss_fn, sess.device)
         rec = _record(st, epoch, lr, train, val, (t_train, time.perf_counter() - t0), sess)
+        _refuse_divergence(st, rec, cfg)  # before its checkpoint: a non-finite model is never stored
         st.history.append(rec)
         stop = early.update(rec.val_loss)
         _checkpoint(st, job, sess, rec, stop)
         if stop or (cfg.run.stop_after_epoch is not None and epoch + 1 >= cfg.run.stop_after_epoch):
             break
+
+
+def _refuse_divergence(st: _State, rec: EpochRecord, cfg) -> None:
+    """One ModelError when an epoch's loss or the weights are not finite (the run diverged)."""
+    bad = [name for name, v in (("train", rec.train_loss), ("validation", rec.val_loss)) if not math.isfinite(v)]
+    if not bad and all(bool(torch.isfinite(p).all()) for p in st.model.parameters()):
+        return
+    what = f"{' and '.join(bad)} loss {rec.train_loss if bad[0] == 'train' else rec.val_loss}" if bad else "weights"
+    hint = f"optim.lr = {cfg.optim.lr:g}"
+    if cfg.optim.optimizer == "sgd" and getattr(cfg.optim, "momentum", 0):
+        hint += f" with optim.momentum = {cfg.optim.momentum:g}"
+    raise ModelError(f"training diverged at epoch {rec.epoch}: non-finite {what}; no checkpoint of this epoch was "
+                     f"kept and no model was published (most likely {hint} is too large; lower it)")
 
 
 def train_local(job: TrainJob) -> None:

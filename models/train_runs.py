@@ -33,6 +33,7 @@ from factory.outputs import check_replaceable, staged_output
 
 from .artifact import DESCRIPTION, OPTIMIZER, WEIGHTS, ModelError, load_state, load_torch, read_card
 from .card import EpochRecord, ModelCard
+from factory.jsonfile import read_json
 
 MANIFEST = "factory-run.json"
 MANIFEST_VERSION = 1
@@ -47,7 +48,7 @@ MODEL_NAMES = frozenset({WEIGHTS, DESCRIPTION, "model.pt2", "model.ts", "model.o
 def read_manifest(folder: str | Path, schema: str) -> dict[str, Any] | None:
     """The manifest of an output folder the project made with ``schema``; None if there is none."""
     try:
-        data = json.loads((Path(folder) / MANIFEST).read_bytes())
+        data = read_json(Path(folder) / MANIFEST)
     except (OSError, ValueError):
         return None
     ok = isinstance(data, dict) and data.get("schema") == schema and data.get("version") == MANIFEST_VERSION

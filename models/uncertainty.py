@@ -36,6 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .card import ModelError
+from factory.jsonfile import read_json
 
 FILENAME = "calibration.json"
 OOD_FILE = "ood.safetensors"
@@ -93,7 +94,7 @@ class Calibration(_Frozen):
     def read(cls, folder: str | Path) -> "Calibration":
         path = Path(folder) / FILENAME
         try:
-            data = json.loads(path.read_bytes())
+            data = read_json(path)
         except (OSError, ValueError) as exc:
             raise ModelError(f"{path}: damaged calibration ({str(exc).splitlines()[0]}); run factory calibrate again") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:

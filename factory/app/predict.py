@@ -68,7 +68,7 @@ def stream(
 
     Exits non-zero with one error line when the source was lost, nothing was received, numbered
     messages were lost, or more than --max-reject of the frames were rejected."""
-    from factory.outputs import check_disjoint, check_replaceable, is_factory_zarr, user_path
+    from factory.outputs import check_disjoint, check_replaceable, is_predictions_store, user_path
 
     from models.stream.pipeline import StreamOptions, StreamPredictor, verdict
     from models.stream.sinks import PngSink, ZarrSink, check_png, open_pub
@@ -81,7 +81,7 @@ def stream(
         if path is not None:
             check_disjoint(path, inputs)
     if out:
-        check_replaceable(user_path(out), overwrite=overwrite, what="predictions store", recognise=is_factory_zarr)
+        check_replaceable(user_path(out), overwrite=overwrite, what="predictions store", recognise=is_predictions_store)
     if png:
         check_png(png, overwrite)
     if geometry is not None and detector in ("auto", "none"):

@@ -12,7 +12,7 @@
 Ray and Dask are imported only when an executor of theirs is made.
 """
 
-from .blocks import TASK_NAME, BlockFn, BlockReport, BlockWriter, fill_missing_blocks
+from .blocks import TASK_NAME, BlockFn, BlockReport, BlockWriter, fill_missing_blocks, finish_replacement
 from .executor import PARALLEL, Executor, LocalExecutor, Outcome, describe_error
 from .replicas import LocalReplicaPool, ReplicaPool
 from .resolve import resolve_executor
@@ -32,4 +32,4 @@ def __getattr__(name: str):  # RayExecutor / DaskExecutor without importing ray 
 
 __all__ = ["PARALLEL", "TASK_NAME", "BlockFn", "BlockReport", "BlockWriter", "DaskExecutor", "Executor",
            "LocalExecutor", "LocalReplicaPool", "Outcome", "RayExecutor", "ReplicaPool", "describe_error",
-           "fill_missing_blocks", "resolve_executor"]
+           "fill_missing_blocks", "finish_replacement", "resolve_executor"]

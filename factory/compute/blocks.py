@@ -92,14 +92,29 @@ class BlockReport:
         d.pop("errors")
         return {**d, "samples_per_s": self.samples_per_s, "images_per_s": self.samples_per_s}
 
-    def raise_failures(self, error: type[FactoryError], what: str = "blocks") -> None:
-        """Raise one ``error`` naming how many blocks failed and the first failure, if any did."""
+    def raise_failures(self, error: type[FactoryError], what: str = "blocks", suffix: str = "") -> None:
+        """Raise one ``error`` naming how many blocks failed and the first failure, if any did
+        (``suffix`` ends the message)."""
         if not self.failures:
             return
         n = len(self.failures) + self.blocks_computed
         exc = error(f"{len(self.failures)} of {n} {what} failed, {self.done}/{self.samples} samples done; "
-                    f"first: {self.failures[0]}")
+                    f"first: {self.failures[0]}{suffix}")
         raise exc from (self.errors[0] if self.errors else None)
+
+def finish_replacement(store: DatasetStore, report: BlockReport, error: type[FactoryError],
+                       what: str = "blocks") -> BlockReport:
+    """Publish a complete store (an ``--overwrite``'s replacement takes the old store's place
+    only now) or raise ``error`` for the failed blocks: an unfinished replacement is removed
+    and the old store stays as it was."""
+    if report.failures and store.replaces is not None:
+        store.discard()
+        report.raise_failures(error, what, suffix=f"; {store.replaces} is unchanged (the new store was not kept)")
+    report.raise_failures(error, what)
+    published = store.publish()
+    report.path = str(published.path)
+    return report
+
 
 
 def fill_missing_blocks(store: DatasetStore, block_fn: BlockFn, executor: Executor, *, progress: bool = True,

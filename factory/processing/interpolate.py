@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.interpolate import RBFInterpolator
-from scipy.spatial import Delaunay
+from scipy.spatial import Delaunay, QhullError
 
 METHODS = ("linear", "rbf")
 
@@ -55,6 +55,27 @@ def _scale(points: np.ndarray, lo: np.ndarray, span: np.ndarray) -> np.ndarray:
     return (points - lo) / span
 
 
+def check_axes(axes: list[str]) -> None:
+    """Refuse (ValueError) axes a triangulation cannot span: fewer than two, or one twice."""
+    if len(axes) < 2:
+        raise ValueError(f"interpolation axes {axes}: give at least two labels (e.g. R,intensity); "
+                         "the hull of one label is an interval, not a triangulation")
+    twice = sorted({a for a in axes if axes.count(a) > 1})
+    if twice:
+        raise ValueError(f"interpolation axes {axes}: {', '.join(twice)} given more than once")
+
+
+def _delaunay(points: np.ndarray) -> Delaunay:
+    """The triangulation of (N, d) points; degenerate points are a ValueError, not QhullError."""
+    if points.shape[1] < 2:
+        raise ValueError(f"interpolation needs at least two axes, got {points.shape[1]}")
+    try:
+        return Delaunay(points)
+    except QhullError:
+        raise ValueError(f"the {len(points)} source points do not span a {points.shape[1]}-dimensional hull "
+                         "in these axes (all on one line or plane: is one label a function of another?)") from None
+
+
 def interpolation_weights(
     sources: np.ndarray, targets: np.ndarray, method: str = "linear", outside: str = "refuse"
 ) -> InterpolationWeights:
@@ -73,7 +94,7 @@ def interpolation_weights(
     lo = sources.min(axis=0)
     span = np.where(np.ptp(sources, axis=0) > 0, np.ptp(sources, axis=0), 1.0)
     s, t = _scale(sources, lo, span), _scale(targets, lo, span)
-    tri = Delaunay(s)
+    tri = _delaunay(s)
     simplex = tri.find_simplex(t, tol=1e-12)
     inside = simplex >= 0
     if not inside.all() and outside == "refuse":
@@ -103,7 +124,7 @@ def sample_inside_hull(sources: np.ndarray, m: int, rng: np.random.Generator) ->
     sources = np.asarray(sources, dtype=np.float64)
     lo, hi = sources.min(axis=0), sources.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
-    tri = Delaunay((sources - lo) / span)
+    tri = _delaunay((sources - lo) / span)
     out = []
     while sum(len(o) for o in out) < m:
         cand = rng.uniform(0, 1, size=(max(2 * m, 64), sources.shape[1]))

@@ -19,9 +19,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ..compute import BlockFn, BlockReport, Executor, fill_missing_blocks
+from ..compute import BlockFn, BlockReport, Executor, fill_missing_blocks, finish_replacement
 from ..errors import FactoryError, StoreError
 from ..store import DatasetStore, StoreLike, check_disjoint_stores, is_url, store_exists, store_location
+from ..writer_lock import local_writer_lock
 
 StepReport = BlockReport  # the report of a processing step (one class for every block run)
 
@@ -41,16 +42,24 @@ def open_or_create(
     check_disjoint_stores(out, sources)
     out = store_location(out)
     h = step_hash(step_config)
-    if store_exists(out) and not overwrite:
-        store = DatasetStore.open(out, mode="r+")
-        if store.config_hash != h:
-            fix = "write to a new URL" if is_url(out) else "pass --overwrite to replace it"
-            raise StoreError(
-                f"{out} exists and was made by another step or other arguments; "
-                f"{fix}, or use the same arguments to resume it"
-            )
-        return store
-    return create(h)
+    lock = local_writer_lock(out, "dataset store")  # held until run_blocks ends: one writer per store
+    lock.__enter__()
+    try:
+        if store_exists(out) and not overwrite:
+            store = DatasetStore.open(out, mode="r+")
+            if store.config_hash != h:
+                fix = "write to a new URL" if is_url(out) else "pass --overwrite to replace it"
+                raise StoreError(
+                    f"{out} exists and was made by another step or other arguments; "
+                    f"{fix}, or use the same arguments to resume it"
+                )
+        else:
+            store = create(h)
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+    store.writer = lock
+    return store
 
 
 def run_blocks(
@@ -70,21 +79,41 @@ def run_blocks(
     damaged source chunk's StoreError) as one error of that kind naming how many chunks failed
     and the first; anything else (a bug) as it was raised, with its traceback."""
     own = executor is None
-    if own:
-        from ..compute.dask_executor import DaskExecutor
-
-        executor = DaskExecutor(address, workers=workers)
     try:
-        report = fill_missing_blocks(store, block_fn, executor, progress=progress, step=step)
-    finally:
         if own:
+            from ..compute.dask_executor import DaskExecutor
+
+            executor = DaskExecutor(address, workers=workers)
+        report = fill_missing_blocks(store, block_fn, executor, progress=progress, step=step)
+    except BaseException:
+        store.discard()  # an --overwrite's new store, never the old one
+        _release(store)
+        raise
+    finally:
+        if own and executor is not None:
             executor.close()
+    try:
+        return _finish(store, report)
+    finally:
+        _release(store)
+
+
+def _release(store: DatasetStore) -> None:
+    """Release the writer lock :func:`open_or_create` took (once)."""
+    lock = store.__dict__.pop("writer", None)
+    if lock is not None:
+        lock.__exit__(None, None, None)
+
+
+def _finish(store: DatasetStore, report: BlockReport) -> BlockReport:
     if report.failures:
         first = report.errors[0] if report.errors else StoreError(report.failures[0])
         if not isinstance(first, FactoryError):
+            store.discard()
             raise first
-        report.raise_failures(type(first), "chunks")
+        return finish_replacement(store, report, type(first), "chunks")
     missing = store.missing_blocks()
     if missing:
+        store.discard()
         raise StoreError(f"{store.path}: {len(missing)} chunks still missing after the step")
-    return report
+    return finish_replacement(store, report, StoreError, "chunks")

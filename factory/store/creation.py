@@ -18,6 +18,9 @@ from .schema import (ATTR, MAX_DIGEST_ARRAYS, RESERVED, SCHEMA_VERSION, code_ver
 
 #: the most samples one store may hold (the configs' limit too)
 MAX_SAMPLES = 10**9
+#: chunks in one store: the driver keeps a few hundred bytes of bookkeeping per chunk (done
+#: flags, digests, the blocks still to compute), so 4 Mi chunks stay under ~1 GiB
+MAX_CHUNKS = 1 << 22
 
 
 def check_memory_for(n: int, bytes_per_sample: int, what: str) -> None:
@@ -52,6 +55,10 @@ def validate_new(
     if n_samples > MAX_SAMPLES:
         raise StoreError(f"{path}: {n_samples} samples; a store holds at most {MAX_SAMPLES}")
     chunk = min(chunk, n_samples)
+    n_chunks = -(-n_samples // chunk)
+    if n_chunks > MAX_CHUNKS:
+        raise StoreError(f"{path}: {n_samples} samples in chunks of {chunk} make {n_chunks:,} chunks; a store has at "
+                         f"most {MAX_CHUNKS:,} (set chunk >= {-(-n_samples // MAX_CHUNKS)})")
     shape = tuple(len(c.values) for c in coords)
     nbytes_chunk = chunk * int(np.prod(shape)) * np.dtype(dtype).itemsize
     if nbytes_chunk > 2**31:

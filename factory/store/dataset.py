@@ -40,6 +40,7 @@ bytes (crc32c codec), altered coordinates, and swapped or copied chunks (the dig
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 import zlib
@@ -51,12 +52,14 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from ..outputs import is_factory_zarr, staged_output
+from ..outputs import (check_replaceable, is_dataset_store, publish_replacement, replacement_path, staged_output,
+                       user_path)
 from ..simulation import Coord
 from .checked import CheckedArray
 from .creation import validate_new, write_new_store
 from .integrity import IntegrityChecks
-from .location import (StoreLike, StoreLocation, StoreURL, check_new_store, has_root, location_text, publish,
+from .location import (StoreLike, StoreLocation, StoreURL, check_metadata_files, check_new_store, has_root,
+                       location_text, publish,
                        store_location, zarr_store)
 from . import cf
 from .schema import ARRAY_CONFIG, ATTR, DIGESTS, RESERVED, check_attrs, compressors, consolidate, digest
@@ -78,6 +81,9 @@ _HANDLES_LOCK = threading.Lock()
 
 class DatasetStore(IntegrityChecks):
     """A Zarr v3 dataset group.  Create with :meth:`create`, open with :meth:`open`."""
+
+    #: the store a replacement built beside it will take the place of (:meth:`publish`), else None
+    replaces: Path | None = None
 
     def __init__(self, path: StoreLocation, group: zarr.Group):
         self.path: StoreLocation = path if isinstance(path, StoreURL) else Path(path)
@@ -182,11 +188,50 @@ class DatasetStore(IntegrityChecks):
             with tempfile.TemporaryDirectory(prefix="factory-store-") as tmp:
                 write_new_store(Path(tmp) / "store.zarr", **build)
                 publish(Path(tmp) / "store.zarr", path)
+        elif overwrite and (Path(path).exists() or Path(path).is_symlink()):  # a replacement: built and
+            # filled beside the old store, which stays whole until publish() (a kill leaves it as it was)
+            path = user_path(path)
+            check_replaceable(path, overwrite=True, what="dataset store", recognise=is_dataset_store, resumable=True)
+            staged = replacement_path(path)
+            with staged_output(staged, overwrite=False, what="dataset store", recognise=is_dataset_store) as tmp:
+                write_new_store(tmp, **build)
+            store = cls.open(staged, mode="r+")
+            store.replaces = path
+            return store
         else:
-            with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_factory_zarr,
+            with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_dataset_store,
                                resumable=True) as tmp:
                 write_new_store(tmp, **build)
         return cls.open(path, mode="r+")
+
+    def publish(self) -> "DatasetStore":
+        """The store in its place: a complete replacement made by ``create(..., overwrite=True)``
+        over an existing store is swapped into the place of that store now (the old one is removed
+        only after the swap); any other store is returned as it is.
+
+        Returns
+        -------
+        DatasetStore
+            The store at its final path.
+
+        Raises
+        ------
+        StoreError
+            The replacement still lacks blocks (it is never published incomplete).
+        """
+        if self.replaces is None:
+            return self
+        missing = self.missing_blocks()
+        if missing:
+            raise StoreError(f"{self.replaces}: the new store lacks {len(missing)} blocks; the old one is kept")
+        publish_replacement(self.path, self.replaces, what="dataset store", recognise=is_dataset_store)
+        return type(self).open(self.replaces, mode="r+")
+
+    def discard(self) -> None:
+        """Remove an unpublished replacement (see :meth:`publish`); the store it was to replace
+        stays as it was.  Nothing happens to any other store."""
+        if self.replaces is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     validate_new = staticmethod(validate_new)
 
@@ -223,6 +268,7 @@ class DatasetStore(IntegrityChecks):
         path = store_location(path)
         if not has_root(path):
             raise StoreError(f"{path}: no dataset store there (missing zarr.json)")
+        check_metadata_files(path)
         try:
             group = zarr.open_group(store=zarr_store(path, read_only=mode == "r"), mode=mode, zarr_format=3,
                                     use_consolidated=False)

@@ -37,7 +37,9 @@ from pathlib import Path, PurePath
 from typing import Any, Union
 
 from ..errors import OutputError, StoreError
-from ..outputs import check_disjoint, check_replaceable, is_factory_zarr, user_path
+from ..outputs import check_disjoint, check_replaceable, is_dataset_store, user_path
+from ..jsonfile import JSONFileError
+from ..jsonfile import read_json as read_json_file
 
 STORAGE_OPTIONS_ENV = "FACTORY_STORAGE_OPTIONS"
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://(.*)$")
@@ -204,10 +206,27 @@ def store_exists(loc: StoreLocation) -> bool:
     return has_root(loc) if isinstance(loc, StoreURL) else loc.exists()
 
 
+def check_metadata_files(loc: StoreLocation) -> None:
+    """Refuse (StoreError) a local store whose ``zarr.json`` files (the group's and its arrays')
+    are not regular files, or are too large or too deeply nested to be metadata: zarr would block
+    on a FIFO and recurse without bound on hostile nesting."""
+    if isinstance(loc, StoreURL):
+        return
+    files = [loc / "zarr.json", *(Path(e.path) / "zarr.json" for e in os.scandir(loc)
+                                  if e.is_dir(follow_symlinks=False) and os.path.lexists(Path(e.path) / "zarr.json"))]
+    for f in files:
+        try:
+            read_json_file(f)
+        except JSONFileError as exc:
+            raise StoreError(f"{loc}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"{f}: unreadable ({exc.strerror or exc})") from None
+
+
 def read_json(loc: StoreLocation, rel: str) -> dict | None:
     """The JSON object at ``rel`` inside the store (None when missing or not a JSON object)."""
     try:
-        data = json.loads(loc.read_bytes(rel) if isinstance(loc, StoreURL) else (loc / rel).read_bytes())
+        data = json.loads(loc.read_bytes(rel)) if isinstance(loc, StoreURL) else read_json_file(loc / rel)
     except (OSError, ValueError, StoreError):
         return None
     return data if isinstance(data, dict) else None
@@ -244,7 +263,7 @@ def check_new_store(loc: StoreLocation, *, overwrite: bool, what: str = "dataset
     :func:`factory.outputs.check_replaceable`; on object storage an existing store (with
     ``overwrite`` too: there is no safe replace there)."""
     if not isinstance(loc, StoreURL):
-        check_replaceable(loc, overwrite=overwrite, what=what, recognise=recognise or is_factory_zarr,
+        check_replaceable(loc, overwrite=overwrite, what=what, recognise=recognise or is_dataset_store,
                           resumable=resumable)
         return
     if not has_root(loc):

@@ -15,7 +15,7 @@ import zarr
 import zmq
 
 from factory.errors import OutputError
-from factory.outputs import check_file_output, is_factory_zarr, staged_output, user_path
+from factory.outputs import check_file_output, is_predictions_store, staged_output, user_path
 from factory.store import consolidate
 
 
@@ -63,7 +63,7 @@ class ZarrSink:
             cf_attrs[n] = {"long_name": _long_name(n), "coordinates": "frame_id",
                            **({"units": units[n]} if n in units else {})}
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        with staged_output(self.path, overwrite=overwrite, what="predictions store", recognise=is_factory_zarr) as tmp:
+        with staged_output(self.path, overwrite=overwrite, what="predictions store", recognise=is_predictions_store) as tmp:
             group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
             for n in names:
                 group.create_array(n, shape=(0,), chunks=(4096,), dtype=dtypes.get(n, "float64"),
