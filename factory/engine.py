@@ -268,6 +268,10 @@ def generate(
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "blocks_computed": report.blocks_computed,
             "blocks_failed": len(report.failures), "wall_s": round(report.wall_s, 3), "where": report.where,
         })
-        store.update_meta(runs=runs)
+        try:
+            store.update_meta(runs=runs)
+        except StoreError:
+            if not report.failures:
+                raise  # else the failed blocks (e.g. a full disk) are the error to report
         return finish_replacement(store, report, GenerationError)
 

@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import FactoryError
 from ..progress import progress_bar
 from ..store import DatasetStore
+from ..store.location import disk_full
 from .executor import Executor, describe_error
 
 BlockResult = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]
@@ -53,7 +54,10 @@ class BlockWriter:
         t0 = time.perf_counter()
         images, labels, diags = self.block_fn(start, stop)
         t1 = time.perf_counter()
-        DatasetStore.cached(self.path, mode="r+").write_block(start, images, labels, diags)
+        try:
+            DatasetStore.cached(self.path, mode="r+").write_block(start, images, labels, diags)
+        except OSError as exc:  # a full disk is one line naming the store and the space left
+            raise disk_full(self.path, exc) or exc from None
         return {"start": start, "stop": stop, "compute_s": t1 - t0, "write_s": time.perf_counter() - t1}
 
 
@@ -142,7 +146,7 @@ def fill_missing_blocks(store: DatasetStore, block_fn: BlockFn, executor: Execut
             else:
                 compute_s += out.value["compute_s"]
                 write_s += out.value["write_s"]
-            advance(e - s)
+                advance(e - s)  # the bar counts only the samples written
     wall = time.perf_counter() - t0
     return BlockReport(
         step=step, path=str(store.path), samples=store.n_samples, done=int(store.done_mask().sum()),

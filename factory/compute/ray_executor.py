@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import sys
 import socket
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -125,7 +126,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, *, probe=pr
         quiet_ray(verbose)
         if address:
             probe(address)
-            ctx = ray.init(address=address, log_to_driver=verbose, configure_logging=False)
+            ctx = _join(ray, address, verbose)
         else:
             if dashboard:
                 dashboard_missing()
@@ -138,6 +139,36 @@ def connect(address: str | None = None, num_cpus: int | None = None, *, probe=pr
     res = ray.cluster_resources()
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     return RayTarget(address=address, cpus=int(res.get("CPU", 0)), nodes=nodes, gpus=int(res.get("GPU", 0)))
+
+
+def _join(ray, address: str, verbose: bool):
+    """``ray.init(address)``, with what Ray's C++ client prints meanwhile (one warning a second
+    while it retries) held back: a refused connection is one ClusterError line, naming a missing or
+    wrong authentication token when that is why; on success the held text is shown as it was."""
+    import tempfile
+
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            return ray.init(address=address, log_to_driver=verbose, configure_logging=False)
+        except (ConnectionError, RuntimeError) as exc:
+            held.seek(0)
+            text = held.read().decode(errors="replace")
+            if "Unauthenticated" in text or "InvalidAuthToken" in text:
+                raise ClusterError(f"the Ray cluster at {address} refused this client: its authentication token is "
+                                   "missing or wrong (give the cluster's token: RAY_AUTH_TOKEN, or the file "
+                                   "RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token)") from None
+            lines = [line for line in text.splitlines() if line.strip()]
+            why = (lines[-1] if lines else str(exc)).strip()[:200]
+            raise ClusterError(f"cannot connect to the Ray cluster at {address} ({why})") from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            if not sys.exc_info()[0]:
+                sys.stderr.flush()
+                os.write(2, held.read())
 
 
 def ray_running() -> tuple[bool, int]:

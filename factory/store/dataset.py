@@ -58,7 +58,7 @@ from ..simulation import Coord
 from .checked import CheckedArray
 from .creation import validate_new, write_new_store
 from .integrity import IntegrityChecks
-from .location import (StoreLike, StoreLocation, StoreURL, check_metadata_files, check_new_store, has_root,
+from .location import (StoreLike, StoreLocation, StoreURL, check_metadata_files, check_new_store, disk_full, has_root,
                        location_text, publish,
                        store_location, zarr_store)
 from . import cf
@@ -549,9 +549,12 @@ class DatasetStore(IntegrityChecks):
     def update_meta(self, **items: Any) -> None:
         """Driver only: merge items into the store's attributes (and consolidate the metadata again)."""
         self.meta = {**self.meta, **items}
-        self.group.attrs[ATTR] = self.meta
-        if self.meta["schema_version"] >= 3:
-            consolidate(zarr_store(self.path))
+        try:
+            self.group.attrs[ATTR] = self.meta
+            if self.meta["schema_version"] >= 3:
+                consolidate(zarr_store(self.path))
+        except OSError as exc:
+            raise disk_full(self.path, exc) or exc from None
 
     def set_sample_array(self, name: str, values: np.ndarray, attrs: dict[str, Any] | None = None,
                          **meta: Any) -> None:

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import functools
 import json
+import errno
 import os
+import shutil
 import re
 from pathlib import Path, PurePath
 from typing import Any, Union
@@ -80,7 +82,15 @@ class StoreURL(str):
     def has(self, rel: str) -> bool:
         """The object ``rel`` (e.g. ``zarr.json``) exists, asked fresh (no cached listing)."""
         path = self.key(rel)
-        return self._call("read", lambda: (self.fs.invalidate_cache(path), self.fs.isfile(path))[1])
+
+        def exists() -> bool:  # not fs.isfile: it answers False for an unreachable endpoint too
+            self.fs.invalidate_cache(path)
+            try:
+                return self.fs.info(path).get("type", "file") == "file"
+            except FileNotFoundError:
+                return False
+
+        return self._call("read", exists)
 
     def read_bytes(self, rel: str) -> bytes:
         return self._call("read", lambda: self.fs.cat_file(self.key(rel)))
@@ -151,7 +161,11 @@ def storage_options() -> dict[str, Any]:
 def _filesystem(protocol: str, options_json: str):
     import fsspec
 
-    return fsspec.filesystem(protocol, **json.loads(options_json))
+    options = json.loads(options_json)
+    if protocol in ("s3", "s3a"):  # an unreachable endpoint is named within seconds, not after a minute of retries
+        options.setdefault("config_kwargs", {"connect_timeout": 3, "read_timeout": 30,
+                                             "retries": {"max_attempts": 2, "mode": "standard"}})
+    return fsspec.filesystem(protocol, **options)
 
 
 def _known_protocol(name: str) -> bool:
@@ -204,6 +218,19 @@ def store_exists(loc: StoreLocation) -> bool:
     """Something is at ``loc``: a local path that exists (anything), or a store URL with its
     root ``zarr.json`` (objects without one are an interrupted creation: see :func:`publish`)."""
     return has_root(loc) if isinstance(loc, StoreURL) else loc.exists()
+
+
+def disk_full(loc: StoreLocation, exc: OSError) -> StoreError | None:
+    """The one-line error for a write that ran out of space (ENOSPC, EDQUOT) at ``loc``, naming
+    the free space left; None for any other error."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    where = Path(loc) if not isinstance(loc, StoreURL) else None
+    while where is not None and not where.exists() and where != where.parent:
+        where = where.parent
+    free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free there" if where is not None else "the bucket is full"
+    return StoreError(f"{loc}: no space left on the device ({free}); free some space and rerun with --resume "
+                      "(the blocks written are kept)")
 
 
 def check_metadata_files(loc: StoreLocation) -> None:

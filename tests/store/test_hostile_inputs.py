@@ -88,3 +88,19 @@ def test_interpolation_axes_are_validated(tmp_path, axes, words):
     proc = run_cli("process", "interpolate", src.path, "--out", tmp_path / "i.zarr", "--axes", axes, "--samples", "4")
     assert proc.returncode == 2 and words in error_line(proc)  # were ValueError / QhullError tracebacks
     assert not (tmp_path / "i.zarr").exists()
+
+
+def test_unreachable_object_storage_is_named_as_such_within_seconds(tmp_path, monkeypatch):
+    """Issue 24, item 9: was "no dataset store there (missing zarr.json)" (info, train), and 63 s."""
+    import time
+
+    pytest.importorskip("s3fs")
+    monkeypatch.setenv("FACTORY_STORAGE_OPTIONS", json.dumps(
+        {"endpoint_url": "http://127.0.0.1:1", "key": "k", "secret": "s"}))  # nothing listens on port 1
+    for args in (["info", "s3://bucket/x.zarr"], ["generate", "blobs/tiny", "--out", "s3://bucket/y.zarr"],
+                 ["train", "pmd-cnn/tiny", "--store", "s3://bucket/x.zarr", "--out", tmp_path / "run"]):
+        t0 = time.monotonic()
+        proc = run_cli(*args)
+        line = error_line(proc)
+        assert proc.returncode == 2 and "on object storage (EndpointConnectionError" in line, line
+        assert "127.0.0.1:1" in line and time.monotonic() - t0 < 15
