@@ -222,7 +222,7 @@ def fig5_figure(rows, detector: str | None = None):
     guess and, when refined, of the refined parameters; colour bars name the scale."""
     from factory.plots.style import colorbar
 
-    from .evaluate import _plt
+    from .figures import _plt
 
     plt = _plt()
     refined = any("refined" in r for r in rows)

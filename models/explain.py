@@ -189,7 +189,7 @@ def overlay_figure(image: np.ndarray, m: np.ndarray, *, title: str | None = None
                    map_label: str = "attribution (arb. u.)", fontsize: float = 8, frame: dict | None = None):
     """One image (gray) with its map over it (magma, or a diverging map for signed maps;
     ``alpha``) and the map's colour bar; ``frame``: the image's axes (:func:`image_frame`)."""
-    from .evaluate import _plt
+    from .figures import _plt
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.6, 5 * image.shape[0] / image.shape[1] + 0.7), layout="constrained")
@@ -202,7 +202,7 @@ def overlay_figure(image: np.ndarray, m: np.ndarray, *, title: str | None = None
 def montage_figure(images: np.ndarray, maps: np.ndarray, *, titles: list[str] | None = None, alpha: float = 0.5,
                    map_label: str = "attribution (arb. u.)", n: int = 12, frame: dict | None = None):
     """Up to ``n`` overlays in a grid, each with its colour bar."""
-    from .evaluate import _plt
+    from .figures import _plt
 
     plt = _plt()
     n = min(len(images), n)
@@ -474,7 +474,7 @@ def dictionary_figure(parts, masks, classes, scale_label: str = "network input (
     parts (bottom), one per class (up to 8), each with a colour bar naming the input's scale."""
     from factory.plots.style import colorbar
 
-    from .evaluate import _plt
+    from .figures import _plt
 
     plt = _plt()
     pick = []

@@ -20,7 +20,8 @@ from factory.errors import ConfigError
 from factory.outputs import check_disjoint, staged_output, user_path
 from factory.store import DatasetStore
 
-from .evaluate import _plt, evaluate
+from .evaluate import evaluate
+from .figures import _plt
 from .train import train
 from .train_config import TrainConfig
 from .train_job import training_split

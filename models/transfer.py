@@ -162,7 +162,7 @@ def transfer_figure(curves: dict[str, tuple[Any, Any]], ev: dict[str, Any], labe
 
     from factory.plots.style import unit_text
 
-    from .evaluate import _plt, pred_true_panel
+    from .figures import _plt, pred_true_panel
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.7), squeeze=False, layout="constrained")

@@ -11,16 +11,19 @@ Public API::
 Modules: ``params`` (MSFTParams, q grid), ``grid`` (cached DFT matrices and Ewald phases),
 ``transform`` (the MSFT, written once over a :class:`factory.backend.Backend`: numpy/pyFFTW or
 torch, differentiable on torch), ``multislice`` (the numpy-facing API and the straightforward
-reference), ``shapes`` (antialiased densities), ``voxelise`` (batches of densities on a
-device), ``detector`` (geometry, photons, noise, log scale), ``detector_response`` (the measured detector: mask,
-hole, saturation, display, orientation of the measured patterns), ``simulator`` (the ``msft`` kind
-of ``factory generate``), ``measured`` (the measured Ag cluster patterns shipped as data).
+reference), ``polyhedra`` (the shapes and their body-frame polyhedra), ``shapes`` (antialiased
+densities), ``voxelise`` (batches of densities on a device), ``detector`` (geometry, photons,
+noise, log scale), ``detector_response`` (the measured detector: mask, hole, saturation,
+display, orientation of the measured patterns), ``config`` (the ``simulator:`` section of an
+``msft`` config), ``simulator`` (the ``msft`` kind of ``factory generate``), ``measured`` (the
+measured Ag cluster patterns shipped as data).
 Importing this package does not import torch.
 """
 
 from .detector_response import AG_CLUSTER_DETECTOR, DetectorResponse, masked_correlation, to_measured_orientation
 from .multislice import MSFTParams, Pattern, amplitude, amplitude_batch, q_axis, scatter
-from .shapes import SHAPES, SYMMETRY, ShapeOptions, density, user_density
+from .polyhedra import SHAPES, SYMMETRY, ShapeOptions
+from .shapes import density, user_density
 from .simulator import DetectorImage, MSFTConfig, MSFTSimulator, pattern
 
 __all__ = [

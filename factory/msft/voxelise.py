@@ -12,7 +12,8 @@ import numpy as np
 
 from ..backend import Backend
 from ..geometry.quaternions import normalize, rotation_matrix
-from .shapes import SHAPES, ShapeOptions, check_fits, polyhedron
+from .polyhedra import SHAPES, ShapeOptions, polyhedron
+from .shapes import check_fits
 
 
 def density_batch(

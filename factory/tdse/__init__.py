@@ -12,7 +12,6 @@ Building blocks: :class:`Pulse` (eq. 1), :func:`potential` / :class:`Molecule` (
 """
 
 from .api import (
-    PMDResult,
     compute_pmds,
     config_for,
     ground_state,
@@ -24,6 +23,7 @@ from .config import PRESETS, TDSEConfig, make_config
 from .grid import Grid
 from .groundstate import GroundState, energy, imaginary_time, molecule_ground_state
 from .mask import MomentumDistribution, absorbing_mask, pmd_from_amplitude
+from .pmd_result import PMDResult
 from .potentials import Centre, Molecule, h2plus, hehplus, potential
 from .propagator import Propagator, PropagationResult, propagate
 from .pulse import Pulse

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import PMDResult
+from .pmd_result import PMDResult
 
 
 def plot_pmd(result: PMDResult, out: str | Path, decades: float = 5.0, title: str | None = None) -> Path:

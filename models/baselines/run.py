@@ -274,7 +274,7 @@ def markdown_report(report: dict[str, Any]) -> str:
 def plot_methods(true: dict[str, np.ndarray], preds: dict[str, dict[str, np.ndarray]], label: str,
                  path: str | Path) -> Path:
     """Figs. 6a/7 of Shvetsov-Shilovski & Lein, PRA 2023: predicted vs true ``label``, one panel per method."""
-    from ..evaluate import _plt, pred_true_panel
+    from ..figures import _plt, pred_true_panel
 
     plt = _plt()
     n = len(preds)

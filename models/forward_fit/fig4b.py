@@ -193,7 +193,7 @@ def _network_beside(folder, images, truths, model: ForwardModel, sec_per_sim: fl
 def fig4b_figure(curve: dict[str, Any], network: dict[str, Any] | None):
     """Fig. 4b of Stielow et al., MLST 2020: median (line) and 90 % band of the fit error against
     simulations; the network beside (its training cost in simulations)."""
-    from ..evaluate import _plt
+    from ..figures import _plt
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
