@@ -146,7 +146,7 @@ def prepare_store(
                 f"{config.hash[:12]}); resume with the same config or pass --overwrite"
             )
         return store
-    return DatasetStore.create(out, **store_spec(config, lineage), overwrite=overwrite)
+    return DatasetStore.create(out, **store_spec(config, lineage), overwrite=overwrite, staged=True)
 
 
 def complete_report(store: DatasetStore, step: str) -> BlockReport | None:

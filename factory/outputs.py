@@ -167,11 +167,11 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 def _remove_stale(out: Path) -> None:
     """Temporary siblings of ``out`` left by a killed process of this project (by name)."""
-    prefix = f".{out.name}{TMP_TAG}"
+    prefixes = (f".{out.name}{TMP_TAG}", f"..{out.name}{TMP_TAG}")  # and the staging of a replacement's staging
     with contextlib.suppress(OSError):
         for entry in os.scandir(out.parent):
-            if entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
-                parts = entry.name[len(prefix):].split("-")
+            if entry.name.startswith(prefixes) and entry.is_dir(follow_symlinks=False):
+                parts = entry.name.split("-")
                 pid = parts[-2] if len(parts) >= 2 else ""
                 if pid.isdigit() and _alive(int(pid)):
                     continue

@@ -52,6 +52,7 @@ def writer_lock(out: str | os.PathLike, what: str = "output") -> Iterator[None]:
     """
     out = Path(os.path.abspath(out))
     path = lock_path(out)
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # removed again if left empty
     while True:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,9 @@ def writer_lock(out: str | os.PathLike, what: str = "output") -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(path)  # while still held: a waiting opener sees another inode and retries
         os.close(fd)
+        for folder in made:  # the folders made for the lock alone (a refused run leaves nothing)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def local_writer_lock(out, what: str = "output"):

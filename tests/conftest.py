@@ -73,8 +73,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    if "exitstatus" not in _SESSION or os.environ.get("FACTORY_TESTS_FINALIZE") == "1":
-        return  # FACTORY_TESTS_FINALIZE=1: finalize normally (to look for such crashes)
+    if "exitstatus" not in _SESSION or os.environ.get("FACTORY_TESTS_FINALIZE") == "1" \
+            or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # FACTORY_TESTS_FINALIZE=1: finalize normally (to look for such crashes); an xdist worker
+        # ends as xdist expects (its controller reports the status)
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         sys.modules["ray"].shutdown()
     if "zarr.core.sync" in sys.modules:

@@ -79,6 +79,14 @@ _HANDLES: dict[tuple[str, str], tuple[int, "DatasetStore"]] = {}
 _HANDLES_LOCK = threading.Lock()
 
 
+def _write_new(path: StoreLocation, tmp: Path, build: dict[str, Any]) -> None:
+    """A new store's metadata in ``tmp``; a full disk is one StoreError naming ``path``."""
+    try:
+        write_new_store(tmp, **build)
+    except OSError as exc:
+        raise disk_full(path, exc, "free some space and rerun (nothing was replaced)") or exc from None
+
+
 class DatasetStore(IntegrityChecks):
     """A Zarr v3 dataset group.  Create with :meth:`create`, open with :meth:`open`."""
 
@@ -115,6 +123,7 @@ class DatasetStore(IntegrityChecks):
         sample_arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] | None = None,
         overwrite: bool = False,
         dtype: str = "float32",
+        staged: bool = False,
     ) -> "DatasetStore":
         """Create the group, every array's metadata, the coordinates and the per-sample
         ``sample_arrays`` (name -> (values, attributes), e.g. the split) once, on the driver.
@@ -161,6 +170,11 @@ class DatasetStore(IntegrityChecks):
             Replace an existing dataset store at a local ``path`` once the new one is complete.
         dtype : str, optional
             The images' dtype.
+        staged : bool, optional
+            With ``overwrite`` over an existing store: return the new store built beside the
+            old one (``replaces`` set), to be filled and then swapped in by :meth:`publish`
+            (or removed by :meth:`discard`); the old store stays whole until then.  Without it
+            the (empty) new store replaces the old one at once.
 
         Returns
         -------
@@ -188,20 +202,23 @@ class DatasetStore(IntegrityChecks):
             with tempfile.TemporaryDirectory(prefix="factory-store-") as tmp:
                 write_new_store(Path(tmp) / "store.zarr", **build)
                 publish(Path(tmp) / "store.zarr", path)
-        elif overwrite and (Path(path).exists() or Path(path).is_symlink()):  # a replacement: built and
-            # filled beside the old store, which stays whole until publish() (a kill leaves it as it was)
+        elif overwrite and staged and (Path(path).exists() or Path(path).is_symlink()):  # a replacement:
+            # built and filled beside the old store, which stays whole until publish() (a kill leaves it as it was)
             path = user_path(path)
             check_replaceable(path, overwrite=True, what="dataset store", recognise=is_dataset_store, resumable=True)
-            staged = replacement_path(path)
-            with staged_output(staged, overwrite=False, what="dataset store", recognise=is_dataset_store) as tmp:
-                write_new_store(tmp, **build)
+            staged = replacement_path(path)  # a killed run's is removed as stale by the next
+            try:
+                _write_new(path, staged, build)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
             store = cls.open(staged, mode="r+")
             store.replaces = path
             return store
         else:
             with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_dataset_store,
                                resumable=True) as tmp:
-                write_new_store(tmp, **build)
+                _write_new(path, tmp, build)
         return cls.open(path, mode="r+")
 
     def publish(self) -> "DatasetStore":

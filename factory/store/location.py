@@ -220,7 +220,8 @@ def store_exists(loc: StoreLocation) -> bool:
     return has_root(loc) if isinstance(loc, StoreURL) else loc.exists()
 
 
-def disk_full(loc: StoreLocation, exc: OSError) -> StoreError | None:
+def disk_full(loc: StoreLocation, exc: OSError,
+              hint: str = "free some space and rerun with --resume (the blocks written are kept)") -> StoreError | None:
     """The one-line error for a write that ran out of space (ENOSPC, EDQUOT) at ``loc``, naming
     the free space left; None for any other error."""
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -229,8 +230,7 @@ def disk_full(loc: StoreLocation, exc: OSError) -> StoreError | None:
     while where is not None and not where.exists() and where != where.parent:
         where = where.parent
     free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free there" if where is not None else "the bucket is full"
-    return StoreError(f"{loc}: no space left on the device ({free}); free some space and rerun with --resume "
-                      "(the blocks written are kept)")
+    return StoreError(f"{loc}: no space left on the device ({free}); {hint}")
 
 
 def check_metadata_files(loc: StoreLocation) -> None:

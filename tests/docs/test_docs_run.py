@@ -161,6 +161,7 @@ def test_every_block_runs_or_says_why_not():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("docs")  # .ci/run's slow tier: on one worker while the other runs the rest
 def test_docs_run_in_order(tmp_path, ray_local):
     address = ray_local.get_runtime_context().gcs_address  # the commands join it: one Ray start, not 25
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",

@@ -73,8 +73,10 @@ def test_overwrite_replaces_only_once_the_new_store_exists(tmp_path, monkeypatch
         prepare_store(cfg, path, overwrite=True)
     monkeypatch.undo()
     assert tree(path) == before and siblings(path) == []
-    new = prepare_store(cfg, path, overwrite=True)  # the same call without the fault replaces it
-    assert new.n_samples == 8 and siblings(path) == []
+    new = prepare_store(cfg, path, overwrite=True)  # without the fault: the new store, beside the old one
+    assert new.n_samples == 8 and new.replaces == path and tree(path) == before  # swapped in only when filled
+    new.discard()  # (tests/store/test_overwrite.py fills and publishes one)
+    assert tree(path) == before and siblings(path) == []
 
 
 # -- 2: an output never overlaps an input -----------------------------------------------------
