@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import zarr
 
 from ..errors import StoreError
+from ..outputs import (check_replaceable, is_dataset_store, publish_replacement, replacement_path, staged_output,
+                       user_path)
 from ..simulation import Coord
 from . import cf
+from .location import StoreLike, StoreLocation, StoreURL, check_new_store, disk_full, publish, store_location
 from .schema import (ATTR, MAX_DIGEST_ARRAYS, RESERVED, SCHEMA_VERSION, code_version, compressors, consolidate,
                      create_arrays, digest, is_int, root_copy_names)
 
@@ -135,3 +140,164 @@ def write_new_store(tmp: Path, *, kind: str, n_samples: int, chunk: int, coords:
         meta["digests"][name] = digest(0, values)
     group.attrs.update({**cf.global_attrs(meta), ATTR: meta})
     consolidate(tmp)
+
+
+def _write_new(path: StoreLocation, tmp: Path, build: dict[str, Any]) -> None:
+    """A new store's metadata in ``tmp``; a full disk is one StoreError naming ``path``."""
+    try:
+        write_new_store(tmp, **build)
+    except OSError as exc:
+        raise disk_full(path, exc, "free some space and rerun (nothing was replaced)") or exc from None
+
+
+class StoreCreation:
+    """Creating a store and replacing one (a mixin of :class:`factory.store.DatasetStore`)."""
+
+    #: the store a replacement built beside it will take the place of (:meth:`publish`), else None
+    replaces: Path | None = None
+
+    @classmethod
+    def create(
+        cls,
+        path: StoreLike,
+        *,
+        kind: str,
+        n_samples: int,
+        chunk: int,
+        coords: tuple[Coord, ...],
+        param_names: list[str],
+        diagnostic_names: list[str] = (),
+        config: dict[str, Any] | None = None,
+        config_hash: str = "",
+        seed: int | None = None,
+        lineage: list[dict[str, Any]] = (),
+        extra_attrs: dict[str, Any] | None = None,
+        sample_arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] | None = None,
+        overwrite: bool = False,
+        dtype: str = "float32",
+        staged: bool = False,
+    ) -> Self:
+        """Create the group, every array's metadata, the coordinates and the per-sample
+        ``sample_arrays`` (name -> (values, attributes), e.g. the split) once, on the driver.
+
+        Everything is checked first; the store is built in a hidden sibling folder and renamed
+        into place, replacing an existing store only with ``overwrite`` and only once the new
+        one is complete (never anything that is not a factory store).  At a URL it is built in
+        a local temporary folder and uploaded, root ``zarr.json`` last (:func:`.location.publish`);
+        an existing store there is never replaced (``overwrite`` is refused).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where the store goes: a local path or a store URL (``s3://bucket/x.zarr``).
+        kind : str
+            What made the samples (the simulator kind, e.g. ``"tdse"``); recorded, and checked
+            by the steps that read the store.
+        n_samples : int
+            Number of samples (>= 1, at most ``MAX_SAMPLES``).
+        chunk : int
+            Samples per chunk, the unit of writing (``write_block``); capped at
+            ``n_samples``.
+        coords : tuple of Coord
+            The image axes in image order (name, values, units, long name); the images are
+            ``(n_samples, *(len(c.values) for c in coords))``.
+        param_names : list of str
+            The labels, one float64 array ``params/<name>`` each.
+        diagnostic_names : list of str, optional
+            Per-sample simulator diagnostics, one float64 array ``diagnostics/<name>`` each.
+        config : dict, optional
+            The resolved config that made the store (recorded in its attributes).
+        config_hash : str, optional
+            The hash of ``config``; a resume or a processing step compares it.
+        seed : int, optional
+            The seed of the samples (recorded).
+        lineage : list of dict, optional
+            The source stores of a derived store (``lineage_entry`` of each).
+        extra_attrs : dict, optional
+            More entries of the store's ``factory`` attributes (e.g. the simulator's).
+        sample_arrays : dict, optional
+            Per-sample arrays written once now, name -> (values of shape ``(n_samples,)``,
+            attributes), e.g. the ``split``.
+        overwrite : bool, optional
+            Replace an existing dataset store at a local ``path`` once the new one is complete.
+        dtype : str, optional
+            The images' dtype.
+        staged : bool, optional
+            With ``overwrite`` over an existing store: return the new store built beside the
+            old one (``replaces`` set), to be filled and then swapped in by :meth:`publish`
+            (or removed by :meth:`discard`); the old store stays whole until then.  Without it
+            the (empty) new store replaces the old one at once.
+
+        Returns
+        -------
+        DatasetStore
+            The new store, opened for writing (``mode="r+"``), no sample done yet.
+
+        Raises
+        ------
+        StoreError
+            The arguments describe an impossible store (sample count, a chunk over 2 GiB,
+            colliding names, NaN/Inf coordinates, wrongly shaped per-sample arrays).
+        OutputError
+            ``path`` exists and ``overwrite`` is not given (always at a URL), or it is not a
+            dataset store, or it cannot be written.
+        """
+        path = store_location(path)
+        chunk = cls.validate_new(path, n_samples=n_samples, chunk=chunk, coords=coords, param_names=param_names,
+                                 diagnostic_names=diagnostic_names, sample_arrays=sample_arrays, dtype=dtype)
+        build = dict(kind=kind, n_samples=n_samples, chunk=chunk, coords=coords, param_names=param_names,
+                     diagnostic_names=diagnostic_names, sample_arrays=sample_arrays, dtype=dtype, attrs={
+                         "config": config or {}, "config_hash": config_hash, "seed": seed,
+                         "lineage": list(lineage), **(extra_attrs or {})})
+        if isinstance(path, StoreURL):
+            check_new_store(path, overwrite=overwrite, resumable=True)
+            with tempfile.TemporaryDirectory(prefix="factory-store-") as tmp:
+                write_new_store(Path(tmp) / "store.zarr", **build)
+                publish(Path(tmp) / "store.zarr", path)
+        elif overwrite and staged and (Path(path).exists() or Path(path).is_symlink()):  # a replacement:
+            # built and filled beside the old store, which stays whole until publish() (a kill leaves it as it was)
+            path = user_path(path)
+            check_replaceable(path, overwrite=True, what="dataset store", recognise=is_dataset_store, resumable=True)
+            staged = replacement_path(path)  # a killed run's is removed as stale by the next
+            try:
+                _write_new(path, staged, build)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
+            store = cls.open(staged, mode="r+")
+            store.replaces = path
+            return store
+        else:
+            with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_dataset_store,
+                               resumable=True) as tmp:
+                _write_new(path, tmp, build)
+        return cls.open(path, mode="r+")
+
+    def publish(self) -> Self:
+        """The store in its place: a complete replacement made by ``create(..., overwrite=True)``
+        over an existing store is swapped into the place of that store now (the old one is removed
+        only after the swap); any other store is returned as it is.
+
+        Returns
+        -------
+        DatasetStore
+            The store at its final path.
+
+        Raises
+        ------
+        StoreError
+            The replacement still lacks blocks (it is never published incomplete).
+        """
+        if self.replaces is None:
+            return self
+        missing = self.missing_blocks()
+        if missing:
+            raise StoreError(f"{self.replaces}: the new store lacks {len(missing)} blocks; the old one is kept")
+        publish_replacement(self.path, self.replaces, what="dataset store", recognise=is_dataset_store)
+        return type(self).open(self.replaces, mode="r+")
+
+    def discard(self) -> None:
+        """Remove an unpublished replacement (see :meth:`publish`); the store it was to replace
+        stays as it was.  Nothing happens to any other store."""
+        if self.replaces is not None:
+            shutil.rmtree(self.path, ignore_errors=True)

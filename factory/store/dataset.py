@@ -40,11 +40,8 @@ bytes (crc32c codec), altered coordinates, and swapped or copied chunks (the dig
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,46 +49,22 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from ..outputs import (check_replaceable, is_dataset_store, publish_replacement, replacement_path, staged_output,
-                       user_path)
-from ..simulation import Coord
 from .checked import CheckedArray
-from .creation import validate_new, write_new_store
+from .creation import validate_new
 from .integrity import IntegrityChecks
-from .location import (StoreLike, StoreLocation, StoreURL, check_metadata_files, check_new_store, disk_full, has_root,
-                       location_text, publish,
-                       store_location, zarr_store)
+from .writes import StoreWrites
+from .creation import StoreCreation
+from .location import (StoreLike, StoreLocation, StoreURL, check_metadata_files, has_root,
+                       location_text, store_location, zarr_store)
 from . import cf
-from .schema import ARRAY_CONFIG, ATTR, DIGESTS, RESERVED, check_attrs, compressors, consolidate, digest
-
-_WRITERS = ThreadPoolExecutor(8, thread_name_prefix="store-write")
-
-
-def _write_all(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
-    """Write several arrays concurrently (zarr's public API from a few threads: one round trip
-    of file writes instead of one per array); returns when all are stored, raising the first error."""
-    futures = [_WRITERS.submit(arr.__setitem__, sel, value) for arr, sel, value in writes]
-    for f in futures:
-        f.result()
-
+from .schema import ARRAY_CONFIG, ATTR, DIGESTS, check_attrs, digest
 
 _HANDLES: dict[tuple[str, str], tuple[int, "DatasetStore"]] = {}
 _HANDLES_LOCK = threading.Lock()
 
 
-def _write_new(path: StoreLocation, tmp: Path, build: dict[str, Any]) -> None:
-    """A new store's metadata in ``tmp``; a full disk is one StoreError naming ``path``."""
-    try:
-        write_new_store(tmp, **build)
-    except OSError as exc:
-        raise disk_full(path, exc, "free some space and rerun (nothing was replaced)") or exc from None
-
-
-class DatasetStore(IntegrityChecks):
+class DatasetStore(StoreCreation, StoreWrites, IntegrityChecks):
     """A Zarr v3 dataset group.  Create with :meth:`create`, open with :meth:`open`."""
-
-    #: the store a replacement built beside it will take the place of (:meth:`publish`), else None
-    replaces: Path | None = None
 
     def __init__(self, path: StoreLocation, group: zarr.Group):
         self.path: StoreLocation = path if isinstance(path, StoreURL) else Path(path)
@@ -104,152 +77,6 @@ class DatasetStore(IntegrityChecks):
         self.meta: dict[str, Any] = meta
 
     # -- creation / opening ---------------------------------------------------
-    @classmethod
-    def create(
-        cls,
-        path: StoreLike,
-        *,
-        kind: str,
-        n_samples: int,
-        chunk: int,
-        coords: tuple[Coord, ...],
-        param_names: list[str],
-        diagnostic_names: list[str] = (),
-        config: dict[str, Any] | None = None,
-        config_hash: str = "",
-        seed: int | None = None,
-        lineage: list[dict[str, Any]] = (),
-        extra_attrs: dict[str, Any] | None = None,
-        sample_arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] | None = None,
-        overwrite: bool = False,
-        dtype: str = "float32",
-        staged: bool = False,
-    ) -> "DatasetStore":
-        """Create the group, every array's metadata, the coordinates and the per-sample
-        ``sample_arrays`` (name -> (values, attributes), e.g. the split) once, on the driver.
-
-        Everything is checked first; the store is built in a hidden sibling folder and renamed
-        into place, replacing an existing store only with ``overwrite`` and only once the new
-        one is complete (never anything that is not a factory store).  At a URL it is built in
-        a local temporary folder and uploaded, root ``zarr.json`` last (:func:`.location.publish`);
-        an existing store there is never replaced (``overwrite`` is refused).
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            Where the store goes: a local path or a store URL (``s3://bucket/x.zarr``).
-        kind : str
-            What made the samples (the simulator kind, e.g. ``"tdse"``); recorded, and checked
-            by the steps that read the store.
-        n_samples : int
-            Number of samples (>= 1, at most ``MAX_SAMPLES``).
-        chunk : int
-            Samples per chunk, the unit of writing (``write_block``); capped at
-            ``n_samples``.
-        coords : tuple of Coord
-            The image axes in image order (name, values, units, long name); the images are
-            ``(n_samples, *(len(c.values) for c in coords))``.
-        param_names : list of str
-            The labels, one float64 array ``params/<name>`` each.
-        diagnostic_names : list of str, optional
-            Per-sample simulator diagnostics, one float64 array ``diagnostics/<name>`` each.
-        config : dict, optional
-            The resolved config that made the store (recorded in its attributes).
-        config_hash : str, optional
-            The hash of ``config``; a resume or a processing step compares it.
-        seed : int, optional
-            The seed of the samples (recorded).
-        lineage : list of dict, optional
-            The source stores of a derived store (``lineage_entry`` of each).
-        extra_attrs : dict, optional
-            More entries of the store's ``factory`` attributes (e.g. the simulator's).
-        sample_arrays : dict, optional
-            Per-sample arrays written once now, name -> (values of shape ``(n_samples,)``,
-            attributes), e.g. the ``split``.
-        overwrite : bool, optional
-            Replace an existing dataset store at a local ``path`` once the new one is complete.
-        dtype : str, optional
-            The images' dtype.
-        staged : bool, optional
-            With ``overwrite`` over an existing store: return the new store built beside the
-            old one (``replaces`` set), to be filled and then swapped in by :meth:`publish`
-            (or removed by :meth:`discard`); the old store stays whole until then.  Without it
-            the (empty) new store replaces the old one at once.
-
-        Returns
-        -------
-        DatasetStore
-            The new store, opened for writing (``mode="r+"``), no sample done yet.
-
-        Raises
-        ------
-        StoreError
-            The arguments describe an impossible store (sample count, a chunk over 2 GiB,
-            colliding names, NaN/Inf coordinates, wrongly shaped per-sample arrays).
-        OutputError
-            ``path`` exists and ``overwrite`` is not given (always at a URL), or it is not a
-            dataset store, or it cannot be written.
-        """
-        path = store_location(path)
-        chunk = cls.validate_new(path, n_samples=n_samples, chunk=chunk, coords=coords, param_names=param_names,
-                                 diagnostic_names=diagnostic_names, sample_arrays=sample_arrays, dtype=dtype)
-        build = dict(kind=kind, n_samples=n_samples, chunk=chunk, coords=coords, param_names=param_names,
-                     diagnostic_names=diagnostic_names, sample_arrays=sample_arrays, dtype=dtype, attrs={
-                         "config": config or {}, "config_hash": config_hash, "seed": seed,
-                         "lineage": list(lineage), **(extra_attrs or {})})
-        if isinstance(path, StoreURL):
-            check_new_store(path, overwrite=overwrite, resumable=True)
-            with tempfile.TemporaryDirectory(prefix="factory-store-") as tmp:
-                write_new_store(Path(tmp) / "store.zarr", **build)
-                publish(Path(tmp) / "store.zarr", path)
-        elif overwrite and staged and (Path(path).exists() or Path(path).is_symlink()):  # a replacement:
-            # built and filled beside the old store, which stays whole until publish() (a kill leaves it as it was)
-            path = user_path(path)
-            check_replaceable(path, overwrite=True, what="dataset store", recognise=is_dataset_store, resumable=True)
-            staged = replacement_path(path)  # a killed run's is removed as stale by the next
-            try:
-                _write_new(path, staged, build)
-            except BaseException:
-                shutil.rmtree(staged, ignore_errors=True)
-                raise
-            store = cls.open(staged, mode="r+")
-            store.replaces = path
-            return store
-        else:
-            with staged_output(path, overwrite=overwrite, what="dataset store", recognise=is_dataset_store,
-                               resumable=True) as tmp:
-                _write_new(path, tmp, build)
-        return cls.open(path, mode="r+")
-
-    def publish(self) -> "DatasetStore":
-        """The store in its place: a complete replacement made by ``create(..., overwrite=True)``
-        over an existing store is swapped into the place of that store now (the old one is removed
-        only after the swap); any other store is returned as it is.
-
-        Returns
-        -------
-        DatasetStore
-            The store at its final path.
-
-        Raises
-        ------
-        StoreError
-            The replacement still lacks blocks (it is never published incomplete).
-        """
-        if self.replaces is None:
-            return self
-        missing = self.missing_blocks()
-        if missing:
-            raise StoreError(f"{self.replaces}: the new store lacks {len(missing)} blocks; the old one is kept")
-        publish_replacement(self.path, self.replaces, what="dataset store", recognise=is_dataset_store)
-        return type(self).open(self.replaces, mode="r+")
-
-    def discard(self) -> None:
-        """Remove an unpublished replacement (see :meth:`publish`); the store it was to replace
-        stays as it was.  Nothing happens to any other store."""
-        if self.replaces is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-
     validate_new = staticmethod(validate_new)
 
     @classmethod
@@ -496,104 +323,6 @@ class DatasetStore(IntegrityChecks):
         return {n: self.array(f"diagnostics/{n}")[:] for n in self.diagnostic_names}
 
     # -- writing -----------------------------------------------------------------
-    def write_block(
-        self,
-        start: int,
-        images: np.ndarray,
-        params: dict[str, np.ndarray],
-        diagnostics: dict[str, np.ndarray] | None = None,
-    ) -> None:
-        """Write one whole chunk of samples and its digests; ``done`` is set last.
-
-        Refuses blocks that are not chunk-aligned, have the wrong shape, miss a label, or
-        hold NaN/Inf, so that nothing wrong is ever marked done.
-
-        Parameters
-        ----------
-        start : int
-            The first sample of the block; a multiple of ``chunk``.
-        images : numpy.ndarray
-            ``(n, *image_shape)`` images of samples ``[start, start + n)``, where ``n`` is the
-            chunk (less for the last chunk); cast to the store's dtype.
-        params : dict of str to numpy.ndarray
-            Every label of the store, ``(n,)`` values each.
-        diagnostics : dict of str to numpy.ndarray, optional
-            Every diagnostic of the store, ``(n,)`` values each.
-
-        Raises
-        ------
-        StoreError
-            The block is not one whole chunk, has the wrong image shape, lacks a label or
-            diagnostic, or holds NaN/Inf; nothing is written then.
-        """
-        stop = start + len(images)
-        if start % self.chunk or start >= self.n_samples or (stop != min(start + self.chunk, self.n_samples)):
-            raise StoreError(f"{self.path}: block [{start}, {stop}) is not one whole chunk of {self.chunk}")
-        expected = self.images.shape[1:]
-        if images.shape[1:] != expected:
-            raise StoreError(f"{self.path}: image shape {images.shape[1:]} != store's {expected}")
-        if not np.isfinite(images).all():
-            bad = sorted({start + int(i) for i in np.argwhere(~np.isfinite(images))[:, 0]})
-            raise StoreError(f"{self.path}: NaN/Inf in images of samples {bad}; not stored")
-        diagnostics = diagnostics or {}
-        for sub, names, values in (
-            ("params", self.param_names, params),
-            ("diagnostics", self.diagnostic_names, diagnostics),
-        ):
-            missing = [n for n in names if n not in values]
-            if missing:
-                raise StoreError(f"{self.path}: block [{start}, {stop}) lacks {sub} {missing}")
-            for n in names:
-                v = np.asarray(values[n], dtype=np.float64)
-                if v.shape != (stop - start,) or not np.isfinite(v).all():
-                    raise StoreError(f"{self.path}: {sub}/{n} of block [{start}, {stop}) is not finite/shaped")
-        data = {"images": np.ascontiguousarray(images, dtype=self.images.dtype)}
-        for sub, names, values in (
-            ("params", self.param_names, params),
-            ("diagnostics", self.diagnostic_names, diagnostics),
-        ):
-            data.update({f"{sub}/{n}": np.asarray(values[n], dtype=np.float64) for n in names})
-        sel = slice(start, stop)
-        writes = [(self.array(n), sel, v) for n, v in data.items()]
-        writes += [(self.array(copy), sel, data[n]) for n, copy in self.root_copies.items()]
-        if self.has_digests:
-            ci = start // self.chunk
-            row = np.array([[digest(ci, data[n]) for n in self.digest_arrays()]], dtype=np.uint32)
-            writes.append((self.array(DIGESTS), slice(ci, ci + 1), row))
-        _write_all(writes)
-        _write_all([(self.array("done"), sel, np.ones(stop - start, dtype=bool))])  # only after the rest
-
-    def update_meta(self, **items: Any) -> None:
-        """Driver only: merge items into the store's attributes (and consolidate the metadata again)."""
-        self.meta = {**self.meta, **items}
-        try:
-            self.group.attrs[ATTR] = self.meta
-            if self.meta["schema_version"] >= 3:
-                consolidate(zarr_store(self.path))
-        except OSError as exc:
-            raise disk_full(self.path, exc) or exc from None
-
-    def set_sample_array(self, name: str, values: np.ndarray, attrs: dict[str, Any] | None = None,
-                         **meta: Any) -> None:
-        """Driver only: write (or rewrite) a per-sample array such as a new split, then record
-        it, its digest and ``meta`` in the store's attributes in one update (a kill in between
-        leaves the old record, which refuses the half-written array on read)."""
-        values = np.asarray(values)
-        if values.shape != (self.n_samples,):
-            raise StoreError(f"{self.path}: per-sample array {name!r} needs shape ({self.n_samples},), got {values.shape}")
-        if name in (*RESERVED, *self.meta["image_dims"], *self.root_copies.values()) and name != "split":
-            raise StoreError(f"{self.path}: {name!r} is not a per-sample array name")
-        arr = self.group.create_array(
-            name, shape=values.shape, chunks=values.shape, dtype=values.dtype, compressors=compressors(),
-            dimension_names=["sample"], attributes=cf.sample_array_attrs(name, attrs or {}), overwrite=True,
-        )
-        arr[:] = values
-        self._arrays.pop(name, None)
-        self.update_meta(
-            sample_arrays=sorted({*self.sample_array_names, name}),
-            digests={**self.meta.get("digests", {}), name: digest(0, values)}, **meta,
-        )
-
     def split_codes(self) -> np.ndarray | None:
         """The data split (0 train, 1 validation, 2 test) when the store has one."""
         if "split" in self.sample_array_names:
