@@ -248,8 +248,10 @@ class StreamPredictor:
                 s.attach(self.status)
         t0 = time.perf_counter()
         reader.start()
+        ended = False
         try:
             self._loop(submit, in_flight, t0)
+            ended = True
         finally:  # on every exit path: stop reading, then write what was predicted and the summary
             self.stop()
             reader.join(timeout=5)
@@ -258,6 +260,10 @@ class StreamPredictor:
             for s in self.sinks:
                 try:
                     s.flush(summary)
+                    if ended and not failures and hasattr(s, "publish"):
+                        s.publish()  # an --overwrite's new store replaces the old one only now
+                    elif hasattr(s, "discard"):
+                        s.discard()
                 except Exception as exc:  # the other sinks still get theirs
                     failures.append(exc)
             reports = {type(s).__name__: s.report() for s in self.sinks if hasattr(s, "report")}

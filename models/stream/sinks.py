@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ import zarr
 import zmq
 
 from factory.errors import OutputError
-from factory.outputs import check_file_output, is_predictions_store, staged_output, user_path
+from factory.outputs import (check_file_output, check_replaceable, is_predictions_store, publish_replacement,
+                            replacement_path, staged_output, user_path)
 from factory.store import consolidate
 
 
@@ -63,6 +65,11 @@ class ZarrSink:
             cf_attrs[n] = {"long_name": _long_name(n), "coordinates": "frame_id",
                            **({"units": units[n]} if n in units else {})}
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.replaces: Path | None = None
+        if overwrite and (self.path.exists() or self.path.is_symlink()):  # --overwrite: the new predictions go
+            check_replaceable(self.path, overwrite=True, what="predictions store", recognise=is_predictions_store)
+            self.replaces, self.path = self.path, replacement_path(self.path)  # beside the old store until publish()
+            overwrite = False
         with staged_output(self.path, overwrite=overwrite, what="predictions store", recognise=is_predictions_store) as tmp:
             group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
             for n in names:
@@ -97,6 +104,18 @@ class ZarrSink:
             self.group.attrs["stream"] = {**self.group.attrs["stream"], "summary": summary}
         if k or summary is not None:
             consolidate(self.path)  # the arrays grew (or the attributes changed): never a stale shape
+
+    def publish(self) -> None:
+        """After a run that ended normally: an ``--overwrite``'s new store takes the old one's place."""
+        if self.replaces is not None:
+            publish_replacement(self.path, self.replaces, what="predictions store", recognise=is_predictions_store)
+            self.path, self.replaces = self.replaces, None
+
+    def discard(self) -> None:
+        """After a failed or interrupted run: an ``--overwrite``'s new store is removed, the old one kept."""
+        if self.replaces is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path, self.replaces = self.replaces, None
 
 
 def _long_name(n: str) -> str:

@@ -148,3 +148,28 @@ def test_overwrite_replaces_only_an_output_of_the_same_kind(tmp_path):
     run_cli("predict", "stream", model, "--source", frames.path, "--out", preds, check=True)
     proc = run_cli("generate", "blobs/tiny", "--out", preds, "--overwrite")
     assert proc.returncode == 2 and "is not a dataset store made by factory" in error_line(proc)
+
+
+def test_interrupted_stream_overwrite_keeps_the_old_predictions(tmp_path, monkeypatch):
+    """`predict stream --out P --overwrite`: the new predictions replace P only when the run ends."""
+    from factory.testing import run_cli
+    from models.stream.pipeline import StreamPredictor
+    from models.testing import make_raw_store, make_stream_model
+
+    model = make_stream_model(tmp_path / "model")
+    frames = make_raw_store(tmp_path / "frames.zarr", 8)
+    preds = tmp_path / "p.zarr"
+    run_cli("predict", "stream", model, "--source", frames.path, "--out", preds, check=True)
+    before = tree(preds)
+    real = StreamPredictor._loop
+
+    def interrupted(self, *args):  # every frame predicted, then Ctrl-C
+        real(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StreamPredictor, "_loop", interrupted)
+    proc = run_cli("predict", "stream", model, "--source", frames.path, "--out", preds, "--overwrite")
+    assert proc.returncode == 130 and tree(preds) == before and temporaries(preds) == []
+    monkeypatch.setattr(StreamPredictor, "_loop", real)
+    run_cli("predict", "stream", model, "--source", frames.path, "--out", preds, "--overwrite", check=True)
+    assert tree(preds) != before and temporaries(preds) == []
