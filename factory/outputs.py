@@ -166,16 +166,20 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 
 def _remove_stale(out: Path) -> None:
-    """Temporary siblings of ``out`` left by a killed process of this project (by name)."""
+    """Temporary siblings of ``out`` (folders or files) left by a killed process of this project (by name)."""
     prefixes = (f".{out.name}{TMP_TAG}", f"..{out.name}{TMP_TAG}")  # and the staging of a replacement's staging
     with contextlib.suppress(OSError):
         for entry in os.scandir(out.parent):
-            if entry.name.startswith(prefixes) and entry.is_dir(follow_symlinks=False):
+            if entry.name.startswith(prefixes) and not entry.is_symlink():
                 parts = entry.name.split("-")
                 pid = parts[-2] if len(parts) >= 2 else ""
                 if pid.isdigit() and _alive(int(pid)):
                     continue
-                shutil.rmtree(entry.path, ignore_errors=True)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                elif entry.is_file(follow_symlinks=False):  # a staged file (export) of a killed run
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
 
 def _alive(pid: int) -> bool:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, OutputError
-from ..outputs import ensure_writable_parent, staging_name, user_path
+from ..outputs import ensure_writable_parent, replacement_path, user_path
 from . import cf
 from .dataset import DatasetStore
 from .location import StoreLike, check_disjoint_stores
@@ -78,7 +78,7 @@ def staged_file(out: Path, *, overwrite: bool) -> Iterator[Path]:
         if not is_hdf5(out):
             raise OutputError(f"{out} exists and is not an HDF5 file; refusing to replace it")
     ensure_writable_parent(out)
-    tmp = staging_name(out)
+    tmp = replacement_path(out)  # and the temporaries of killed exports removed
     try:
         yield tmp
         os.replace(tmp, out)

@@ -173,3 +173,17 @@ def test_interrupted_stream_overwrite_keeps_the_old_predictions(tmp_path, monkey
     monkeypatch.setattr(StreamPredictor, "_loop", real)
     run_cli("predict", "stream", model, "--source", frames.path, "--out", preds, "--overwrite", check=True)
     assert tree(preds) != before and temporaries(preds) == []
+
+
+def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path):
+    """Issue 24 (also noticed): a killed export left .factory-tmp-* files no later export removed."""
+    from factory.testing import run_cli
+
+    src = tmp_path / "s.zarr"
+    make(src, samples=8)
+    out = tmp_path / "s.nc"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".s.nc{TMP_TAG}{int(dead.stdout)}-0badc0de"  # as a SIGKILLed export leaves it
+    stale.write_bytes(b"half an HDF5 file")
+    run_cli("export", src, "--out", out, "--format", "netcdf", check=True)
+    assert out.is_file() and not stale.exists() and temporaries(out) == []
