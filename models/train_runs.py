@@ -29,11 +29,14 @@ from typing import Any
 import numpy as np
 
 from factory.errors import OutputError
+from factory.logs import get_logger
 from factory.outputs import check_replaceable, staged_output
 
 from .artifact import DESCRIPTION, OPTIMIZER, WEIGHTS, ModelError, load_state, load_torch, read_card
 from .card import EpochRecord, ModelCard
 from factory.jsonfile import read_json
+
+log = get_logger(__name__)
 
 MANIFEST = "factory-run.json"
 MANIFEST_VERSION = 1
@@ -166,13 +169,22 @@ def weights_load(folder: Path) -> bool:
 def latest_checkpoint(out: Path) -> Path | None:
     """The latest checkpoint whose weights and optimizer state load (a damaged one, cut short
     by a kill, is passed over for the one before)."""
-    for _, _, d in reversed(checkpoint_dirs(out)):
+    found = checkpoint_dirs(out)
+    skipped: list[str] = []
+    for _, _, d in reversed(found):
         try:
             load_state(d)
             load_torch(d / OPTIMIZER, "optimizer state")
-            return d
-        except ModelError:
+        except ModelError as exc:
+            skipped.append(f"{d.name}: {str(exc).splitlines()[0]}")
             continue
+        if skipped:  # said, never silent: the epochs after this checkpoint are trained again
+            log.warning("resuming from %s; passed over %d checkpoint(s) that do not load (%s)", d.name,
+                        len(skipped), "; ".join(skipped))
+        return d
+    if found:  # checkpoints, none usable: a resume would silently start again at epoch 1
+        raise ModelError(f"{out}: none of its {len(found)} checkpoint(s) loads ({skipped[0]}); nothing to resume "
+                         "from: restore them, or start again with --overwrite")
     return None
 
 
