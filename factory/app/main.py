@@ -213,7 +213,7 @@ def main(args: list[str] | None = None) -> int:
     """Run ``factory``; usage errors (a bad or missing option) become one ``error:`` line, exit 2."""
     _mount_subcommands()
     try:
-        code = app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False, prog_name="factory")
     except getattr(click_exc, "NoArgsIsHelpError", ()) as exc:  # `factory` or `factory process` alone
         if exc.format_message().strip():  # rich typer printed the help already
             exc.show()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,7 @@ def open_or_create(
                 )
         else:
             store = create(h)
+            store.created_here = store.replaces is None  # a new output of this run (not a replacement)
     except BaseException:
         lock.__exit__(None, None, None)
         raise
@@ -106,6 +108,8 @@ def _release(store: DatasetStore) -> None:
 
 
 def _finish(store: DatasetStore, report: BlockReport) -> BlockReport:
+    if report.failures and getattr(store, "created_here", False) and not store.done_mask().any():
+        shutil.rmtree(store.path, ignore_errors=True)  # refused before any chunk: no empty output left behind
     if report.failures:
         first = report.errors[0] if report.errors else StoreError(report.failures[0])
         if not isinstance(first, FactoryError):

@@ -339,3 +339,14 @@ def test_oversized_derived_stores_are_refused_before_allocating(tmp_path, args):
     assert proc.returncode == 2 and str(src) in error_line(proc)
     assert "samples" in error_line(proc) and "MemoryError" not in proc.stderr
     assert not out.exists() and tree(src) == before
+
+
+def test_a_step_refused_before_any_chunk_leaves_no_empty_output(tmp_path):
+    """Issue 24 (also noticed): refusing a damaged source left an empty output store behind; a
+    partial output (some chunks done) is kept for --resume."""
+    path = tmp_path / "s.zarr"
+    blobs_store(path, samples=8, chunk=8)  # one chunk of images, damaged below
+    fault_injection._flip(path, "images", 0)
+    proc = run_cli("process", "preprocess", str(path), "--out", str(tmp_path / "p.zarr"), "--mode", "scatter")
+    assert proc.returncode == 2 and "s.zarr" in error_line(proc)
+    assert not (tmp_path / "p.zarr").exists() and siblings(tmp_path / "p.zarr") == ["s.zarr"]
