@@ -215,7 +215,8 @@ def own_ray():
     if ray.is_initialized():
         ray.shutdown()
     with fast_task_events():
-        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 configure_logging=False)  # never a cluster another test started (ray start, in parallel)
     try:
         yield OwnRay()
     finally:

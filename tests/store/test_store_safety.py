@@ -174,8 +174,9 @@ def test_sigkill_during_create_leaves_nothing_or_a_valid_store(tmp_path):
         # either way, both --resume and --overwrite go on from here
         cfg = load_config("blobs/tiny", ["chunk=4"], samples=16)
         prepare_store(cfg, path, resume=True)
-        prepare_store(cfg, path, overwrite=True)
-        assert [n for n in siblings(path) if TMP_TAG in n] == []  # stale temporary folders removed
+        new = prepare_store(cfg, path, overwrite=True)  # a replacement, built beside the store
+        assert [n for n in siblings(path) if TMP_TAG in n] == [new.path.name]  # the killed runs' are removed
+        new.discard()
         shutil.rmtree(path)
     assert outcomes == {"store", "nothing"}, outcomes  # the kills did land on both sides of the rename
 
