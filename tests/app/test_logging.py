@@ -133,6 +133,7 @@ def test_resume_of_a_complete_store_starts_no_ray(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray-dashboard")  # port 8265: never beside another dashboard
 def test_dashboard_is_on_loopback(tmp_path):
     run = factory_cli("--dashboard", "generate", "blobs/tiny", "--samples", "4", "--out", tmp_path / "b.zarr",
                       "--no-progress")

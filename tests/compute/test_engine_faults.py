@@ -30,7 +30,8 @@ from factory.config import load_config
 from factory.engine import compute_block, generate, prepare_store, run_block
 from factory.store import DatasetStore
 
-pytestmark = pytest.mark.slow  # kills of real processes (and clusters): the slow tier
+# kills of real processes (and clusters): the slow tier; one xdist worker for all (Ray dashboards on port 8265)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray-dashboard")]
 
 BLOCK_TASK = "factory.block"  # the name the engine gives its block tasks (and actor calls)
 TITLE = "ray::" + BLOCK_TASK  # a Ray worker's process title while it runs such a task
