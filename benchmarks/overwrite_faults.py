@@ -31,12 +31,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from records import record  # noqa: E402
 
+from factory.testing import file_tree  # noqa: E402
+
 FACTORY = [sys.executable, "-m", "factory.cli", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
-
-
-def tree(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def run(args: list, **kw) -> subprocess.CompletedProcess:
@@ -81,14 +79,14 @@ def campaign(name: str, make: list, overwrite: list, out: Path, kills: int, rng:
     full = run(overwrite)  # an uninterrupted overwrite: how long a run lasts; its output is the old one
     duration = time.monotonic() - t0  # below (a replacement published would differ: its creation time)
     assert full.returncode == 0, full.stderr
-    before = tree(out)
+    before = file_tree(out)
     lost = killed_mid_run = published = 0
     moments = []
     for _ in range(kills):
         delay = rng.uniform(0.3, max(0.5, duration))
         moments.append(round(delay, 2))
         killed_mid_run += kill_at(overwrite, delay)
-        now = tree(out)
+        now = file_tree(out)
         if now != before:  # a kill after the swap: the new output, which must then be whole
             published += 1
             lost += not whole(out)
@@ -111,12 +109,12 @@ def disk_full(work: Path) -> dict:
     try:
         out = small / "s.zarr"
         assert run(["generate", "blobs/tiny", "--out", out, "--samples", "16"]).returncode == 0
-        before = tree(out)
+        before = file_tree(out)
         proc = run(["generate", "blobs/small", "--out", out, "--samples", "400", "--set", "chunk=10", "--overwrite"])
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
         return {"command": "generate --overwrite into a full disk", "exit": proc.returncode,
                 "one_error_line": len(errors) == 1 and "Traceback" not in proc.stderr,
-                "error": errors[0] if errors else proc.stderr[-300:], "lost": int(tree(out) != before)}
+                "error": errors[0] if errors else proc.stderr[-300:], "lost": int(file_tree(out) != before)}
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
 

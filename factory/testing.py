@@ -22,7 +22,7 @@ import sys
 import traceback
 from collections.abc import Mapping
 
-__all__ = ["run_cli", "run_cli_process", "error_line", "free_port", "ladder_pmd", "make_ladder_store"]
+__all__ = ["run_cli", "run_cli_process", "error_line", "file_tree", "free_port", "ladder_pmd", "make_ladder_store"]
 
 
 @contextlib.contextmanager
@@ -120,6 +120,14 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1, f"expected exactly one 'error:' line, got:\n{proc.stderr}"
     return errors[0]
+
+
+def file_tree(path) -> dict[str, bytes]:
+    """Every file under ``path`` (relative name -> bytes): two equal trees are byte-identical outputs."""
+    from pathlib import Path
+
+    path = Path(path)
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from factory.testing import error_line, run_cli, run_cli_process  # noqa: F401 - tests import them from here too
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("FACTORY_FFTW_PLANNER", "FFTW_ESTIMATE")

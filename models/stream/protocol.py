@@ -29,13 +29,14 @@ untrusted values are shown in reasons only through ``reprlib`` (bounded length a
 from __future__ import annotations
 
 import json
-import re
 import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 import numpy as np
+
+from factory.jsonfile import json_too_deep
 
 DTYPES = {"uint8", "uint16", "uint32", "int16", "int32", "float32", "float64", "<u2", "<f4", "<f8", ">f4", ">u2"}
 #: dtypes of the per-pulse metadata arrays (trainId is uint64 on the wire)
@@ -157,35 +158,6 @@ def check_finite(image: np.ndarray, frame_id, seq: int | None = None) -> np.ndar
     return image
 
 
-_BRACKETS = re.compile(rb'[\[\]{}"\\]')
-
-
-def json_too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
-    """Whether a JSON text nests deeper than ``limit`` (brackets inside strings not counted)."""
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False
-    depth, in_string, skip = 0, False, -1
-    for m in _BRACKETS.finditer(data):
-        i = m.start()
-        if i == skip:
-            continue
-        c = data[i]
-        if in_string:
-            if c == 0x5C:  # backslash: the next byte is escaped
-                skip = i + 1
-            elif c == 0x22:
-                in_string = False
-        elif c == 0x22:
-            in_string = True
-        elif c in b"[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif c in b"]}":
-            depth -= 1
-    return False
-
-
 def decode_simple(parts: list, max_bytes: int) -> list[Frame]:
     if len(parts) != 2:
         raise Rejected(f"not 2 message parts [header, buffer] (got {len(parts)})")
@@ -194,7 +166,7 @@ def decode_simple(parts: list, max_bytes: int) -> list[Frame]:
         if len(head) > MAX_HEADER:
             raise Rejected(f"JSON header over the size limit ({len(head)} > {MAX_HEADER} bytes)")
         text = bytes(head)
-        if json_too_deep(text):
+        if json_too_deep(text, MAX_DEPTH):
             raise Rejected(f"JSON header nested deeper than {MAX_DEPTH}")
         try:
             header = json.loads(text)

@@ -6,6 +6,8 @@ import os
 import shutil
 
 import pytest
+
+from factory.testing import file_tree
 from typer.testing import CliRunner
 
 from factory.app.learning import app
@@ -36,9 +38,6 @@ def cli(*args):
     return r.exit_code, (errors[0] if errors else None), r.output
 
 
-def tree(path):
-    """Every file under ``path`` with its bytes (to show that nothing changed)."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def user_folder(path):
@@ -46,7 +45,7 @@ def user_folder(path):
     (path / "thesis.tex").write_text("\\documentclass{book} years of work")
     (path / "src" / "main.py").write_text("print('mine')")
     (path / "train.json").write_text("{}")  # the old marker: a user's file of that name proves nothing
-    return tree(path)
+    return file_tree(path)
 
 
 def test_overwrite_never_deletes_a_folder_the_trainer_did_not_make(setup, tmp_path):
@@ -55,7 +54,7 @@ def test_overwrite_never_deletes_a_folder_the_trainer_did_not_make(setup, tmp_pa
     before = user_folder(mine)
     code, err, _ = cli("train", "pmd-cnn/tiny", "--store", store.path, "--out", mine, "--overwrite", *FAST)
     assert code == 2 and "not a training run folder made by factory" in err
-    assert tree(mine) == before
+    assert file_tree(mine) == before
     # a real run folder to which the user added a file is not replaced either
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
@@ -70,7 +69,7 @@ def test_overwrite_never_deletes_a_folder_the_trainer_did_not_make(setup, tmp_pa
     assert code == 2 and "symbolic link" in err and is_run_folder(run)
     # --resume into someone else's folder: refused, nothing written
     code, err, _ = cli("train", "pmd-cnn/tiny", "--store", store.path, "--out", mine, "--resume", *FAST)
-    assert code == 2 and "nothing to resume" in err and tree(mine) == before
+    assert code == 2 and "nothing to resume" in err and file_tree(mine) == before
 
 
 def test_overwrite_replaces_a_run_folder_with_a_complete_new_one(setup, tmp_path):
@@ -135,7 +134,7 @@ def test_transfer_and_learning_curve_never_replace_a_users_folder(setup, tmp_pat
         assert code == 2 and "already exists" in err, (args[0], err)
         code, err, _ = cli(*args, "--out", mine, "--overwrite")
         assert code == 2 and "made by factory" in err, (args[0], err)
-        assert tree(mine) == before
+        assert file_tree(mine) == before
     # an output inside the input store (it would become part of the store) is refused
     code, err, _ = cli("train", "pmd-cnn/tiny", "--store", store.path, "--out", store.path / "run", *FAST)
     assert code == 2 and "inside the input" in err and not (store.path / "run").exists()

@@ -21,10 +21,7 @@ from factory.errors import GenerationError
 from factory.outputs import TMP_TAG
 from factory.processing.steps import preprocess_store
 from factory.store import DatasetStore
-
-
-def tree(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+from factory.testing import file_tree
 
 
 def temporaries(path: Path) -> list[str]:
@@ -39,10 +36,10 @@ def make(path, seed=0, samples=32, sets=()):
 def test_failed_generate_overwrite_keeps_the_old_store(tmp_path):
     path = tmp_path / "s.zarr"
     make(path, seed=0)
-    before = tree(path)
+    before = file_tree(path)
     with pytest.raises(GenerationError, match=r"1 of 8 blocks failed.*s\.zarr is unchanged"):
         make(path, seed=1, sets=["simulator.nan_at=[5]"])
-    assert tree(path) == before and temporaries(path) == []
+    assert file_tree(path) == before and temporaries(path) == []
     assert DatasetStore.open(path).meta["seed"] == 0
     rep = make(path, seed=1)  # the same overwrite without the fault: published whole
     assert rep.path == str(path) and DatasetStore.open(path).meta["seed"] == 1 and temporaries(path) == []
@@ -53,7 +50,7 @@ def test_interrupted_processing_overwrite_keeps_the_old_output(tmp_path, monkeyp
     make(src)
     out = tmp_path / "net.zarr"
     preprocess_store([src], out, mode="scatter", executor=LocalExecutor(), progress=False)
-    before = tree(out)
+    before = file_tree(out)
     real = runner.fill_missing_blocks
 
     def killed_after_writing(store, *args, **kwargs):  # every block written, then the run dies
@@ -65,11 +62,11 @@ def test_interrupted_processing_overwrite_keeps_the_old_output(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         preprocess_store([src], out, mode="scatter", executor=LocalExecutor(), progress=False, overwrite=True,
                          log_floor=-3.0)
-    assert tree(out) == before and temporaries(out) == []
+    assert file_tree(out) == before and temporaries(out) == []
     monkeypatch.setattr(runner, "fill_missing_blocks", real)
     preprocess_store([src], out, mode="scatter", executor=LocalExecutor(), progress=False, overwrite=True,
                      log_floor=-3.0)
-    assert tree(out) != before and temporaries(out) == []
+    assert file_tree(out) != before and temporaries(out) == []
 
 
 @pytest.mark.slow
@@ -78,7 +75,7 @@ def test_sigkill_at_random_moments_of_generate_overwrite_loses_nothing(tmp_path)
     byte-identical each time; the next --overwrite removes the killed run's temporaries."""
     path = tmp_path / "s.zarr"
     make(path, seed=0, samples=96)
-    before = tree(path)
+    before = file_tree(path)
     rng = random.Random(24)
     cmd = [sys.executable, "-m", "factory.cli", "--quiet", "generate", "blobs/tiny", "--out", str(path),
            "--samples", "96", "--seed", "1", "--overwrite", "--workers", "1", "--set", "simulator.delay_s=0.05"]
@@ -97,7 +94,7 @@ def test_sigkill_at_random_moments_of_generate_overwrite_loses_nothing(tmp_path)
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        assert tree(path) == before
+        assert file_tree(path) == before
     again = cmd[:cmd.index("--workers")] + ["--no-progress"]  # the same overwrite, not killed: published whole
     subprocess.run(again, check=True, env=env, capture_output=True, timeout=600)
     assert DatasetStore.open(path).meta["seed"] == 1 and temporaries(path) == []
@@ -113,7 +110,7 @@ def test_interrupted_train_overwrite_keeps_the_old_run(tmp_path, monkeypatch, to
                                              "model.options.blocks=2"])
     run = tmp_path / "run"
     train(cfg, store.path, run, progress=False)
-    before = tree(run)
+    before = file_tree(run)
     real = train_module.train_local
 
     def killed_after_an_epoch(job):  # the new run writes its checkpoint, then dies
@@ -124,7 +121,7 @@ def test_interrupted_train_overwrite_keeps_the_old_run(tmp_path, monkeypatch, to
     monkeypatch.setattr(train_module, "train_local", killed_after_an_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, store.path, run, overwrite=True, progress=False)
-    assert tree(run) == before and temporaries(run) == []
+    assert file_tree(run) == before and temporaries(run) == []
     monkeypatch.setattr(train_module, "train_local", real)
     res = train(cfg, store.path, run, overwrite=True, progress=False)
     assert res.out == str(run) and (run / "model").is_dir() and temporaries(run) == []
@@ -138,13 +135,13 @@ def test_overwrite_replaces_only_an_output_of_the_same_kind(tmp_path):
 
     model = make_stream_model(tmp_path / "model")
     frames = make_raw_store(tmp_path / "frames.zarr", 8)
-    before = tree(frames.path)
+    before = file_tree(frames.path)
     data = tmp_path / "data.zarr"
     make(data)
-    kept = tree(data)
+    kept = file_tree(data)
     proc = run_cli("predict", "stream", model, "--source", frames.path, "--out", data, "--overwrite")
     assert proc.returncode == 2 and "is not a predictions store made by factory" in error_line(proc)
-    assert tree(data) == kept and tree(frames.path) == before
+    assert file_tree(data) == kept and file_tree(frames.path) == before
     preds = tmp_path / "p.zarr"
     run_cli("predict", "stream", model, "--source", frames.path, "--out", preds, check=True)
     proc = run_cli("generate", "blobs/tiny", "--out", preds, "--overwrite")
@@ -161,7 +158,7 @@ def test_interrupted_stream_overwrite_keeps_the_old_predictions(tmp_path, monkey
     frames = make_raw_store(tmp_path / "frames.zarr", 8)
     preds = tmp_path / "p.zarr"
     run_cli("predict", "stream", model, "--source", frames.path, "--out", preds, check=True)
-    before = tree(preds)
+    before = file_tree(preds)
     real = StreamPredictor._loop
 
     def interrupted(self, *args):  # every frame predicted, then Ctrl-C
@@ -170,10 +167,10 @@ def test_interrupted_stream_overwrite_keeps_the_old_predictions(tmp_path, monkey
 
     monkeypatch.setattr(StreamPredictor, "_loop", interrupted)
     proc = run_cli("predict", "stream", model, "--source", frames.path, "--out", preds, "--overwrite")
-    assert proc.returncode == 130 and tree(preds) == before and temporaries(preds) == []
+    assert proc.returncode == 130 and file_tree(preds) == before and temporaries(preds) == []
     monkeypatch.setattr(StreamPredictor, "_loop", real)
     run_cli("predict", "stream", model, "--source", frames.path, "--out", preds, "--overwrite", check=True)
-    assert tree(preds) != before and temporaries(preds) == []
+    assert file_tree(preds) != before and temporaries(preds) == []
 
 
 def test_a_killed_exports_temporary_file_is_removed_by_the_next_export(tmp_path):

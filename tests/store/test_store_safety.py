@@ -20,7 +20,7 @@ from factory.errors import OutputError, StoreError
 from factory.outputs import TMP_TAG, check_disjoint, staged_output, user_path
 from factory.processing.steps import preprocess_store, split_store
 from factory.store import DatasetStore
-from factory.testing import error_line, run_cli, run_cli_process
+from factory.testing import error_line, file_tree, run_cli, run_cli_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import fault_injection  # noqa: E402
@@ -35,10 +35,6 @@ def blobs_store(path, samples=16, chunk=4):
     return DatasetStore.open(path)
 
 
-def tree(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
 def siblings(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.iterdir() if p.name != path.name)
 
@@ -47,18 +43,18 @@ def siblings(path: Path) -> list[str]:
 def test_overwrite_with_a_bad_config_keeps_the_old_store(tmp_path):
     path = tmp_path / "v.zarr"
     blobs_store(path)
-    before = tree(path)
+    before = file_tree(path)
     proc = run_cli("generate", "blobs/tiny", "--out", str(path), "--overwrite", "--samples", "1000000",
                    "--set", "chunk=1000000", "--no-progress")
     assert proc.returncode == 2 and "one chunk would be 3.8 GiB" in error_line(proc)
-    assert tree(path) == before
+    assert file_tree(path) == before
     assert siblings(path) == []  # no temporary folder left behind
 
 
 def test_overwrite_replaces_only_once_the_new_store_exists(tmp_path, monkeypatch):
     path = tmp_path / "v.zarr"
     blobs_store(path)
-    before = tree(path)
+    before = file_tree(path)
     import zarr
 
     def broken(self, name, **kw):  # a failure half-way through creating the new store
@@ -72,11 +68,11 @@ def test_overwrite_replaces_only_once_the_new_store_exists(tmp_path, monkeypatch
     with pytest.raises(OSError, match="injected"):
         prepare_store(cfg, path, overwrite=True)
     monkeypatch.undo()
-    assert tree(path) == before and siblings(path) == []
+    assert file_tree(path) == before and siblings(path) == []
     new = prepare_store(cfg, path, overwrite=True)  # without the fault: the new store, beside the old one
-    assert new.n_samples == 8 and new.replaces == path and tree(path) == before  # swapped in only when filled
+    assert new.n_samples == 8 and new.replaces == path and file_tree(path) == before  # swapped in only when filled
     new.discard()  # (tests/store/test_overwrite.py fills and publishes one)
-    assert tree(path) == before and siblings(path) == []
+    assert file_tree(path) == before and siblings(path) == []
 
 
 # -- 2: an output never overlaps an input -----------------------------------------------------
@@ -84,21 +80,21 @@ def test_overwrite_replaces_only_once_the_new_store_exists(tmp_path, monkeypatch
 def test_output_overlapping_an_input_is_refused(tmp_path, where):
     src = tmp_path / "data" / "s.zarr"
     blobs_store(src)
-    before = tree(src)
+    before = file_tree(src)
     out = {"same": src, "inside": src / "sub.zarr", "contains": tmp_path / "data"}[where]
     with pytest.raises(OutputError, match={"same": "is the input", "inside": "inside the input",
                                            "contains": "contains the input"}[where]):
         preprocess_store([src], out, mode="scatter", overwrite=True, progress=False)
-    assert tree(src) == before
+    assert file_tree(src) == before
 
 
 def test_cli_preprocess_onto_its_own_source_is_refused(tmp_path):
     src = tmp_path / "s.zarr"
     blobs_store(src)
-    before = tree(src)
+    before = file_tree(src)
     proc = run_cli("process", "preprocess", str(src), "--out", str(src), "--mode", "scatter", "--overwrite")
     assert proc.returncode == 2 and "is the input" in error_line(proc)
-    assert tree(src) == before
+    assert file_tree(src) == before
 
 
 # -- 3/4: only what the project created is ever replaced ---------------------------------------
@@ -335,11 +331,11 @@ def test_fault_injection_every_damage_detected_and_refused(tmp_path):
 def test_oversized_derived_stores_are_refused_before_allocating(tmp_path, args):
     src, out = tmp_path / "s.zarr", tmp_path / "o.zarr"
     blobs_store(src, samples=32)
-    before = tree(src)
+    before = file_tree(src)
     proc = run_cli(*[a.format(src=src, out=out) for a in args], timeout=120)
     assert proc.returncode == 2 and str(src) in error_line(proc)
     assert "samples" in error_line(proc) and "MemoryError" not in proc.stderr
-    assert not out.exists() and tree(src) == before
+    assert not out.exists() and file_tree(src) == before
 
 
 def test_a_step_refused_before_any_chunk_leaves_no_empty_output(tmp_path):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from factory.errors import OutputError
-from factory.testing import error_line, run_cli
+from factory.testing import error_line, file_tree, run_cli
 from factory.writer_lock import lock_path, writer_lock
 
 HOLD = """
@@ -43,7 +43,7 @@ def test_second_writer_of_a_store_is_refused_naming_the_holder(tmp_path, holder)
     path = tmp_path / "s.zarr"
     nan = ["--set", "simulator.nan_at=[5]"]  # one block fails: a store that --resume would continue
     assert run_cli("--quiet", "generate", "blobs/tiny", "--out", path, "--samples", "8", *nan).returncode == 2
-    before = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    before = file_tree(path)
     proc = holder(path)
     for args in (["generate", "blobs/tiny", "--out", path, "--samples", "8", "--seed", "1", "--overwrite"],
                  ["generate", "blobs/tiny", "--out", path, "--samples", "8", *nan, "--resume"],
@@ -54,7 +54,7 @@ def test_second_writer_of_a_store_is_refused_naming_the_holder(tmp_path, holder)
         got = run_cli(*args)
         assert got.returncode == 2, got.stderr
         assert f"is being written by pid {proc.pid} on" in error_line(got)
-    assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+    assert file_tree(path) == before
     assert "done: 4" in run_cli("info", path).stdout  # a reader does not wait
 
 
